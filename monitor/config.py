@@ -1,0 +1,428 @@
+"""The YAML configuration: typed pydantic models and a loader that fails in one clear line."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1024 * 1024
+# A real config has a handful of anchors at most; a YAML "billion laughs" needs many.
+MAX_YAML_ALIASES = 100
+MAX_WINDOW_SECONDS = 10.0  # the checkpoint's extractor randomly crops anything longer
+DEFAULT_PROMPT_TEMPLATE = "This is a sound of {}."
+
+_SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def slugify(text: str) -> str:
+    """Turn a free-text label into a topic-safe name: lower case, runs of other chars -> '_'."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _default_device_id() -> str:
+    return slugify(socket.gethostname()) or "audio-monitor"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_slug(value: str, what: str) -> str:
+    if not _SLUG_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} must start with a letter or digit and contain only "
+            "letters, digits, '_' and '-' (it becomes part of MQTT topics)"
+        )
+    return value
+
+
+class ModelConfig(_Strict):
+    """Which CLAP checkpoint to load and how to run it."""
+
+    name: str = Field(
+        default="laion/clap-htsat-unfused",
+        min_length=1,
+        description="Hugging Face hub id or a local directory holding the checkpoint.",
+    )
+    revision: str | None = Field(
+        default=None, description="Hub revision (branch, tag or commit) to load; None = main."
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads for inference; 0 keeps torch's default.",
+    )
+
+
+class MicrophoneSourceConfig(_Strict):
+    """A live capture device, read through sounddevice/PortAudio in callback mode."""
+
+    type: Literal["microphone"] = Field(description="Source kind: a capture device.")
+    id: str = Field(default="mic", description="Source id used in payloads.")
+    device: int | str | None = Field(
+        default=None,
+        description="Input device index, or a substring of its name; None = system default.",
+    )
+    sample_rate_hz: int | None = Field(
+        default=None,
+        ge=8000,
+        le=384000,
+        description="Capture rate; None = the device's default rate (resampled to 48 kHz).",
+    )
+    channels: int = Field(
+        default=1, ge=1, le=32, description="Channels to capture (downmixed to mono)."
+    )
+    block_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=1.0,
+        description="Audio delivered per callback; smaller = lower latency, more wake-ups.",
+    )
+    buffer_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Ring buffer capacity; must hold at least one window.",
+    )
+
+    _check_id = field_validator("id")(lambda v: _check_slug(v, "source id"))
+
+
+class FileSourceConfig(_Strict):
+    """An audio file (WAV/FLAC/OGG) replayed as if it were a live stream."""
+
+    type: Literal["file"] = Field(description="Source kind: an audio file.")
+    id: str = Field(default="file", description="Source id used in payloads.")
+    path: Path = Field(description="Audio file to replay (anything libsndfile reads).")
+    realtime: bool = Field(
+        default=True,
+        description="Pace the replay in real time; false = as fast as the worker consumes it.",
+    )
+    loop: bool = Field(default=False, description="Start again at the end of the file.")
+    block_seconds: float = Field(
+        default=0.1, gt=0, le=1.0, description="Audio written to the ring buffer per step."
+    )
+    buffer_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Ring buffer capacity; must hold at least one window.",
+    )
+
+    _check_id = field_validator("id")(lambda v: _check_slug(v, "source id"))
+
+
+SourceConfig = Annotated[
+    MicrophoneSourceConfig | FileSourceConfig, Field(discriminator="type")
+]
+
+
+class WindowConfig(_Strict):
+    """How audio is cut into windows for scoring."""
+
+    seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=MAX_WINDOW_SECONDS,
+        description="Window length; at most 10 s so scoring stays deterministic.",
+    )
+    hop_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="Time between the starts of consecutive windows."
+    )
+
+
+class LabelConfig(_Strict):
+    """One free-text label of a label set."""
+
+    name: str = Field(min_length=1, description="The label as published, e.g. 'glass breaking'.")
+    prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Own text prompt; None = the set's prompt_template filled with the name.",
+    )
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Own detection threshold; None = the set's."
+    )
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.name)
+
+    @field_validator("name")
+    @classmethod
+    def _name_has_slug(cls, value: str) -> str:
+        if not slugify(value):
+            raise ValueError(f"label {value!r} needs at least one letter or digit")
+        return value
+
+
+class LabelSetConfig(_Strict):
+    """Labels scored together: a label's score is its softmax share within its set."""
+
+    name: str = Field(description="Set name, used in MQTT topics.")
+    prompt_template: str = Field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        description="Prompt for each label; '{}' is replaced by the label name.",
+    )
+    threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Default detection threshold of the set's labels."
+    )
+    labels: list[LabelConfig] = Field(
+        min_length=2,
+        description="At least two labels (a softmax over one label is always 1).",
+    )
+
+    _check_name = field_validator("name")(lambda v: _check_slug(v, "label set name"))
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_one_slot(cls, value: str) -> str:
+        if value.count("{}") != 1:
+            raise ValueError("prompt_template must contain '{}' exactly once")
+        return value
+
+    @model_validator(mode="after")
+    def _labels_unique(self) -> LabelSetConfig:
+        seen: dict[str, str] = {}
+        for label in self.labels:
+            if label.slug in seen:
+                raise ValueError(
+                    f"duplicate label {label.name!r} (same topic name as {seen[label.slug]!r})"
+                )
+            seen[label.slug] = label.name
+        return self
+
+    def prompt_for(self, label: LabelConfig) -> str:
+        return label.prompt if label.prompt is not None else self.prompt_template.format(label.name)
+
+    def threshold_for(self, label: LabelConfig) -> float:
+        return label.threshold if label.threshold is not None else self.threshold
+
+
+class EventsConfig(_Strict):
+    """How per-window detections become start/end events."""
+
+    cooldown_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=86400,
+        description="An event ends after this much audio time without a detection of its label.",
+    )
+    hold_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="Minimum time an event stays ON after it started, however short the sound.",
+    )
+
+
+class TlsConfig(_Strict):
+    """TLS for the MQTT connection."""
+
+    enabled: bool = Field(default=False, description="Connect over TLS.")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the broker; None = the system CAs."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(default=None, description="Client private key (mutual TLS).")
+    insecure: bool = Field(
+        default=False,
+        description="Skip hostname verification. Only for testing; the certificate is still checked.",
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttConfig(_Strict):
+    """The MQTT broker that receives status, detections and states."""
+
+    enabled: bool = Field(default=True, description="Publish to MQTT at all.")
+    host: str = Field(default="localhost", min_length=1, description="Broker host name or IP.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str | None = Field(
+        default=None, description="MQTT client id; None = 'audio-monitor-<device_id>'."
+    )
+    topic_prefix: str = Field(
+        default="audio-monitor", min_length=1, description="First level(s) of every topic."
+    )
+    device_id: str = Field(
+        default_factory=_default_device_id,
+        description="This monitor's name in topics; default = the host name.",
+    )
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of detections and states.")
+    keepalive_seconds: int = Field(
+        default=60, ge=5, le=3600, description="MQTT keepalive; the Last Will fires after ~1.5x."
+    )
+    reconnect_min_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="First reconnect delay (doubles each failure)."
+    )
+    reconnect_max_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="Cap on the reconnect delay."
+    )
+    max_queued_messages: int = Field(
+        default=10000,
+        ge=0,
+        description="Messages held in memory while the broker is away; 0 = unbounded.",
+    )
+    username: str | None = Field(default=None, description="Username, if the broker wants one.")
+    password_file: Path | None = Field(
+        default=None, description="File holding the password (never put it in this file)."
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS options.")
+
+    _check_device = field_validator("device_id")(lambda v: _check_slug(v, "device_id"))
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("topic_prefix must not contain '+', '#' or start/end with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> MqttConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        if self.reconnect_min_seconds > self.reconnect_max_seconds:
+            raise ValueError("reconnect_min_seconds must not exceed reconnect_max_seconds")
+        return self
+
+
+class OutputConfig(_Strict):
+    """Local outputs besides MQTT."""
+
+    json_lines: bool = Field(
+        default=False, description="Also print every event as one JSON line on stdout."
+    )
+
+
+class Config(_Strict):
+    """The whole monitor configuration."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The CLAP model.")
+    source: SourceConfig = Field(description="Where the audio comes from.")
+    window: WindowConfig = Field(default_factory=WindowConfig, description="Windowing.")
+    label_sets: list[LabelSetConfig] = Field(
+        min_length=1, description="One or more sets of labels to score every window against."
+    )
+    events: EventsConfig = Field(default_factory=EventsConfig, description="Event logic.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Local outputs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Logging level."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.source.buffer_seconds < self.window.seconds + self.source.block_seconds:
+            raise ValueError(
+                f"source.buffer_seconds ({self.source.buffer_seconds}) must hold at least one "
+                f"window plus one block ({self.window.seconds + self.source.block_seconds} s)"
+            )
+        names = [s.name for s in self.label_sets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate label set name(s): {', '.join(dupes)}")
+        return self
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif i > 0 and loc[i - 1] == "source" and item in ("microphone", "file"):
+            continue  # the discriminated union's tag, not a key the user wrote
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(top level)"
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = _format_location(tuple(first["loc"]))
+    if first["type"] == "extra_forbidden":
+        what = "unknown key"
+    elif first["type"] == "missing":
+        what = "required key is missing"
+    else:
+        what = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] not in ("value_error", "union_tag_invalid"):
+            shown = repr(first.get("input"))
+            what += f" (got {shown[:60]})"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{path}: {where}: {what}{suffix}"
+
+
+def _count_aliases(text: str) -> int:
+    return sum(isinstance(tok, yaml.AliasToken) for tok in yaml.scan(text, Loader=yaml.SafeLoader))
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate YAML text into a Config; `path` only names the source in errors."""
+    try:
+        if _count_aliases(text) > MAX_YAML_ALIASES:
+            raise ConfigError(f"{path}: too many YAML aliases (more than {MAX_YAML_ALIASES})")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {problem}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{path}: YAML nested too deeply") from err
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {kind}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from err
+    except RecursionError as err:
+        raise ConfigError(f"{path}: configuration nested too deeply") from err
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError with a one-line message."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory, expected a YAML file")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: file is {size} bytes, more than {MAX_CONFIG_BYTES}")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such file") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
+    return parse_config(text, path)

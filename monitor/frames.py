@@ -1,0 +1,62 @@
+"""Small immutable data objects passed between the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """A mono 48 kHz chunk of audio cut from the ring buffer, with its position in the stream."""
+
+    source_id: str
+    samples: np.ndarray = field(repr=False)  # float32, mono, at sample_rate_hz
+    sample_rate_hz: int
+    start_index: int  # absolute sample index (source rate) of the first sample
+    end_index: int  # absolute sample index (source rate) one past the last sample
+    start_time: datetime  # UTC, derived from the sample index and the stream's clock anchor
+    end_time: datetime
+
+    @property
+    def duration_seconds(self) -> float:
+        return len(self.samples) / self.sample_rate_hz
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The scores of one window against one label set (label -> score, in config order)."""
+
+    window: Window
+    label_set: str
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A label whose score reached its threshold in one window."""
+
+    id: str
+    source_id: str
+    label_set: str
+    label: str
+    score: float
+    threshold: float
+    scores: dict[str, float]
+    window_start: datetime
+    window_end: datetime
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """The start or end of a sound event for one label; what the publisher sends."""
+
+    kind: str  # "start" or "end"
+    event_id: str
+    detection: Detection  # the first detection (start) or the strongest one (end)
+    started_at: datetime
+    ended_at: datetime | None = None
+    detection_count: int = 1
