@@ -127,9 +127,7 @@ class FileSourceConfig(_Strict):
     _check_id = field_validator("id")(lambda v: _check_slug(v, "source id"))
 
 
-SourceConfig = Annotated[
-    MicrophoneSourceConfig | FileSourceConfig, Field(discriminator="type")
-]
+SourceConfig = Annotated[MicrophoneSourceConfig | FileSourceConfig, Field(discriminator="type")]
 
 
 class WindowConfig(_Strict):
@@ -203,16 +201,17 @@ class LabelSetConfig(_Strict):
             raise ValueError("prompt_template must contain '{}' exactly once")
         return value
 
-    @model_validator(mode="after")
-    def _labels_unique(self) -> LabelSetConfig:
+    @field_validator("labels", mode="after")
+    @classmethod
+    def _labels_unique(cls, labels: list[LabelConfig]) -> list[LabelConfig]:
         seen: dict[str, str] = {}
-        for label in self.labels:
+        for label in labels:
             if label.slug in seen:
                 raise ValueError(
                     f"duplicate label {label.name!r} (same topic name as {seen[label.slug]!r})"
                 )
             seen[label.slug] = label.name
-        return self
+        return labels
 
     def prompt_for(self, label: LabelConfig) -> str:
         return label.prompt if label.prompt is not None else self.prompt_template.format(label.name)
@@ -249,7 +248,7 @@ class TlsConfig(_Strict):
     key_file: Path | None = Field(default=None, description="Client private key (mutual TLS).")
     insecure: bool = Field(
         default=False,
-        description="Skip hostname verification. Only for testing; the certificate is still checked.",
+        description="Skip hostname verification (testing only; the certificate is still checked).",
     )
 
     @model_validator(mode="after")
@@ -369,11 +368,16 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     where = _format_location(tuple(first["loc"]))
     if first["type"] == "extra_forbidden":
         what = "unknown key"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        where += ".type"
+        what = "expected one of 'microphone', 'file'"
+        if first["type"] == "union_tag_invalid":
+            what += f" (got {first['ctx']['tag']!r})"
     elif first["type"] == "missing":
         what = "required key is missing"
     else:
         what = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] not in ("value_error", "union_tag_invalid"):
+        if first["type"] != "value_error":
             shown = repr(first.get("input"))
             what += f" (got {shown[:60]})"
     more = len(err.errors()) - 1

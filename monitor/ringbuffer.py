@@ -1,4 +1,4 @@
-"""A preallocated single-writer ring buffer of audio that knows the absolute index of every sample."""
+"""A preallocated single-writer audio ring buffer that knows the absolute index of each frame."""
 
 from __future__ import annotations
 
