@@ -1,4 +1,4 @@
-"""A tiny random CLAP checkpoint (real transformers files, unfused architecture) built once per session."""
+"""A tiny random CLAP checkpoint (real transformers files, unfused architecture), built once."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,8 @@ def build_tiny_clap(directory: Path) -> Path:
     )
 
     torch.manual_seed(SEED)
-    model = ClapModel(config).eval()
+    model: Any = ClapModel(config)
+    model.eval()
     with torch.no_grad():
         model.logit_scale_a.fill_(math.log(LOGIT_SCALE_A))
         model.logit_scale_t.fill_(math.log(LOGIT_SCALE_T))
@@ -164,9 +166,12 @@ def build_tiny_clap(directory: Path) -> Path:
         norm.running_var.uniform_(100.0, 400.0)
     model.save_pretrained(directory)
 
-    tokenizer = RobertaTokenizerFast(tokenizer_file=str(work / "tokenizer.json"), model_max_length=128)
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_file=str(work / "tokenizer.json"), model_max_length=128
+    )
     feature_extractor = ClapFeatureExtractor(**FEATURE_EXTRACTOR_SETTINGS)  # type: ignore[arg-type]
-    ClapProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(directory)
+    processor: Any = ClapProcessor
+    processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(directory)
     for leftover in work.iterdir():
         leftover.unlink()
     work.rmdir()

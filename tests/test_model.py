@@ -1,0 +1,307 @@
+"""The CLAP boundary against a real (tiny) checkpoint and the transformers zero-shot pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from monitor.config import LabelSetConfig, ModelConfig
+from monitor.model import ClapRunner, load_clap
+from monitor.scoring import LabelSetScorer
+from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
+
+RATE_HZ = 48000
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _noise(seconds: float, seed: int, amplitude: float = 0.1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (amplitude * rng.standard_normal(round(seconds * RATE_HZ))).astype(np.float32)
+
+
+def _tone(seconds: float, frequency_hz: float, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * RATE_HZ)) / RATE_HZ
+    return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
+
+
+def _chirp(seconds: float) -> np.ndarray:
+    t = np.arange(round(seconds * RATE_HZ)) / RATE_HZ
+    sweep = 0.3 * np.sin(2 * np.pi * (100 * t + 600 * t**2))  # 100 Hz rising to ~12 kHz
+    chirp: np.ndarray = (sweep + _noise(seconds, seed=7, amplitude=0.02)).astype(np.float32)
+    return chirp
+
+
+WINDOWS = {
+    "noise_1s": _noise(1.0, seed=1),
+    "tone_1khz_5s": _tone(5.0, 1000.0),
+    "tone_300hz_3.3s": _tone(3.3, 300.0),  # not a divisor of 10 s: repeat plus zero padding
+    "chirp_10s": _chirp(10.0),  # exactly the model's maximum, no padding, no crop
+}
+LABEL_LISTS = {
+    "two": ["dog barking", "glass breaking"],
+    "five": ["dog barking", "cat meowing", "smoke alarm", "baby crying", "knock on the door"],
+}
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_clap_dir: Path) -> ClapRunner:
+    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
+
+
+@pytest.fixture(scope="module")
+def zero_shot_pipeline(tiny_clap_dir: Path) -> Any:
+    from transformers import pipeline
+
+    return pipeline("zero-shot-audio-classification", model=str(tiny_clap_dir))
+
+
+def _scorer(runner: ClapRunner, labels: list[str]) -> LabelSetScorer:
+    label_set = LabelSetConfig(name="test", labels=labels)  # type: ignore[arg-type]
+    prompts = [label_set.prompt_for(label) for label in label_set.labels]
+    return LabelSetScorer.build(label_set, runner.embed_text(prompts), runner.logit_scale)
+
+
+def test_load_reports_the_checkpoint(runner: ClapRunner, tiny_clap_dir: Path) -> None:
+    assert runner.model_id == str(tiny_clap_dir)
+    assert runner.sample_rate_hz == 48000
+    assert runner.max_samples == 480000
+    assert runner.embedding_dim == PROJECTION_DIM
+    # logit_scale_a (audio->text), not logit_scale_t, is what the zero-shot pipeline applies.
+    assert runner.logit_scale == pytest.approx(LOGIT_SCALE_A, rel=1e-6)
+    assert runner.logit_scale != pytest.approx(LOGIT_SCALE_T)
+
+
+def test_text_embeddings_are_unit_rows(runner: ClapRunner) -> None:
+    prompts = ["This is a sound of dog barking.", "This is a sound of rain.", "ünïcødé ☃ 🔔"]
+    embeddings = runner.embed_text(prompts)
+    assert embeddings.shape == (3, PROJECTION_DIM)
+    assert embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(embeddings[0], embeddings[1], atol=1e-3)
+    # Padding to the longest prompt must not change a prompt's embedding (attention mask works).
+    np.testing.assert_allclose(runner.embed_text(prompts[:1])[0], embeddings[0], atol=1e-5)
+
+
+def test_audio_embeddings_are_unit_rows(runner: ClapRunner) -> None:
+    windows = list(WINDOWS.values())
+    embeddings = runner.embed_audio(windows)
+    assert embeddings.shape == (len(windows), PROJECTION_DIM)
+    assert embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(embeddings[0], embeddings[3], atol=1e-3)
+
+
+def test_empty_batches_give_empty_arrays(runner: ClapRunner) -> None:
+    assert runner.embed_audio([]).shape == (0, PROJECTION_DIM)
+    assert runner.embed_text([]).shape == (0, PROJECTION_DIM)
+
+
+def test_a_batch_equals_each_window_alone(runner: ClapRunner) -> None:
+    windows = [WINDOWS["noise_1s"], WINDOWS["tone_1khz_5s"], WINDOWS["chirp_10s"]]
+    batched = runner.embed_audio(windows)
+    for i, window in enumerate(windows):
+        np.testing.assert_allclose(batched[i], runner.embed_audio([window])[0], atol=1e-5)
+
+
+def test_embeddings_are_deterministic(runner: ClapRunner) -> None:
+    windows = [WINDOWS["chirp_10s"], WINDOWS["noise_1s"]]
+    first = runner.embed_audio(windows)
+    np.testing.assert_allclose(runner.embed_audio(windows), first, atol=1e-6)
+    text = runner.embed_text(["This is a sound of siren."])
+    np.testing.assert_allclose(runner.embed_text(["This is a sound of siren."]), text, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels_name", sorted(LABEL_LISTS))
+@pytest.mark.parametrize("window_name", sorted(WINDOWS))
+def test_scores_equal_the_transformers_pipeline(
+    runner: ClapRunner, zero_shot_pipeline: Any, window_name: str, labels_name: str
+) -> None:
+    window = WINDOWS[window_name]
+    labels = LABEL_LISTS[labels_name]
+    ours = _scorer(runner, labels).score(runner.embed_audio([window]))[0]
+
+    results = zero_shot_pipeline(
+        window, candidate_labels=labels, hypothesis_template="This is a sound of {}."
+    )
+    theirs = {result["label"]: result["score"] for result in results}
+
+    assert sorted(theirs) == sorted(labels)
+    np.testing.assert_allclose(ours, [theirs[label] for label in labels], atol=1e-5)
+    # Near-uniform scores would make the comparison above meaningless.
+    assert float(ours.max() - ours.min()) > 0.01
+
+
+def test_batched_scores_equal_the_pipeline(runner: ClapRunner, zero_shot_pipeline: Any) -> None:
+    labels = LABEL_LISTS["five"]
+    windows = list(WINDOWS.values())
+    scores = _scorer(runner, labels).score(runner.embed_audio(windows))
+    assert scores.shape == (len(windows), len(labels))
+    for row, window in zip(scores, windows, strict=True):
+        results = zero_shot_pipeline(window, candidate_labels=labels)
+        theirs = {result["label"]: result["score"] for result in results}
+        np.testing.assert_allclose(row, [theirs[label] for label in labels], atol=1e-5)
+
+
+def test_window_longer_than_ten_seconds_is_refused(runner: ClapRunner) -> None:
+    too_long = _noise(10.0, seed=3)
+    too_long = np.concatenate([too_long, too_long[:1]])
+    with pytest.raises(ValueError, match="longer than"):
+        runner.embed_audio([WINDOWS["noise_1s"], too_long])
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (np.zeros((2, 4800), dtype=np.float32), "mono"),
+        (np.zeros(0, dtype=np.float32), "no samples"),
+        (np.full(4800, np.nan, dtype=np.float32), "NaN"),
+    ],
+    ids=["stereo", "empty", "nan"],
+)
+def test_unusable_windows_are_refused(runner: ClapRunner, window: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        runner.embed_audio([window])
+
+
+def test_audio_can_be_embedded_from_a_worker_thread(runner: ClapRunner) -> None:
+    windows = [WINDOWS["tone_1khz_5s"], WINDOWS["noise_1s"]]
+    expected = runner.embed_audio(windows)
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["embeddings"] = runner.embed_audio(windows)
+        except BaseException as err:
+            result["error"] = err
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert "error" not in result, result.get("error")
+    np.testing.assert_allclose(result["embeddings"], expected, atol=1e-6)
+
+
+def test_torch_threads_is_applied(tiny_clap_dir: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    seen_in_worker: list[int] = []
+    try:
+        load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=wanted))
+        assert torch.get_num_threads() == wanted
+        # The worker thread that runs inference must see the setting too, not only the loader.
+        worker = threading.Thread(target=lambda: seen_in_worker.append(torch.get_num_threads()))
+        worker.start()
+        worker.join(timeout=60)
+        assert seen_in_worker == [wanted]
+        load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=0))
+        assert torch.get_num_threads() == wanted  # 0 leaves torch's setting alone
+    finally:
+        torch.set_num_threads(before)
+
+
+# huggingface_hub reads HF_HUB_OFFLINE and HF_HOME when it is imported, which has already
+# happened in this process, so the missing-weights cases run in a fresh interpreter.
+_MISSING_WEIGHTS_SCRIPT = """
+import json, sys
+from monitor.config import ModelConfig
+from monitor.errors import ModelError
+from monitor.model import load_clap
+
+results = {}
+for case, name in json.loads(sys.argv[1]).items():
+    try:
+        load_clap(ModelConfig(name=name))
+        results[case] = {"error": None}
+    except ModelError as err:
+        results[case] = {"error": type(err).__name__, "message": str(err)}
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def missing_weights(tiny_clap_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("missing-weights")
+    hf_home = root / "hf-home"
+    hf_home.mkdir()
+    config_only = root / "config-only"
+    config_only.mkdir()
+    shutil.copy(tiny_clap_dir / "config.json", config_only)
+    weights_only = root / "weights-only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_clap_dir / name, weights_only)
+    cases = {
+        "hub": "laion/clap-htsat-unfused",
+        "missing_dir": str(root / "no-such-dir"),
+        "config_only": str(config_only),
+        "weights_only": str(weights_only),
+    }
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))
+    }
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(hf_home), PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", _MISSING_WEIGHTS_SCRIPT, json.dumps(cases)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Retry" not in proc.stderr  # offline means no network attempts at all
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _assert_one_line_model_error(result: dict[str, Any], name: str) -> str:
+    assert result["error"] == "ModelError"
+    message: str = result["message"]
+    assert "\n" not in message
+    assert message.startswith(f"cannot load CLAP model {name!r}:")
+    return message
+
+
+def test_uncached_hub_id_offline_says_how_to_provide_weights(missing_weights: Any) -> None:
+    message = _assert_one_line_model_error(missing_weights["hub"], "laion/clap-htsat-unfused")
+    assert "not available offline" in message
+    assert "hf download laion/clap-htsat-unfused" in message
+    assert "local directory" in message
+    assert "HF_HUB_OFFLINE" in message
+
+
+def test_missing_local_directory(missing_weights: Any) -> None:
+    result = missing_weights["missing_dir"]
+    assert result["error"] == "ModelError"
+    assert "\n" not in result["message"]
+    assert "no such directory" in result["message"]
+    assert "--local-dir" in result["message"]
+
+
+def test_directory_without_weights(missing_weights: Any) -> None:
+    result = missing_weights["config_only"]
+    assert result["error"] == "ModelError"
+    assert "\n" not in result["message"]
+    assert "incomplete" in result["message"]
+    assert "model.safetensors" in result["message"]
+
+
+def test_directory_without_processor_files(missing_weights: Any) -> None:
+    result = missing_weights["weights_only"]
+    assert result["error"] == "ModelError"
+    assert "\n" not in result["message"]
+    assert "incomplete" in result["message"]
