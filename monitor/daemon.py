@@ -33,8 +33,12 @@ SHUTDOWN_BUDGET_SECONDS = 4.0  # the whole stop must fit in 5 s (systemd, the is
 STATUS_LOG_INTERVAL_SECONDS = 600.0
 
 
-class _StartupInterrupted(Exception):
-    """A stop signal arrived while the model or the source was still being set up."""
+class _StartupInterrupted(BaseException):
+    """A stop signal arrived while the model or the source was still being set up.
+
+    A BaseException, like KeyboardInterrupt, so that library code catching Exception while
+    loading the model cannot turn a stop request into a load error.
+    """
 
 
 def make_source(cfg: SourceConfig) -> Source:
@@ -126,6 +130,8 @@ class Daemon:
     def _start(self) -> None:
         cfg = self.config
         topics = Topics.from_config(cfg.mqtt)
+        if not cfg.mqtt.enabled and not cfg.output.json_lines:
+            log.warning("mqtt and output.json_lines are both off: events go only to the log")
         if cfg.mqtt.enabled:
             from monitor.publisher import MqttPublisher
 

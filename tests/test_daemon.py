@@ -207,12 +207,12 @@ def test_sigterm_stops_cleanly_within_5_seconds(
     sub = mqtt_subscriber(mosquitto, f"{PREFIX}/#")
     proc = run_monitor(config)
     sub.wait_for(
-        lambda ms: any(m.topic == f"{BASE}/pets/detection" for m in ms),
+        lambda ms: states(ms, f"{BASE}/pets/dog_barking/state")[-1:] == ["ON"],
         timeout_seconds=60,
         what="first detection",
     )
     assert states(sub.messages(), f"{BASE}/status") == ["online"]
-    assert states(sub.messages(), f"{BASE}/pets/dog_barking/state")[-1] == "ON"
+    assert [p["event"] for p in detections(sub, "pets")] == ["start"]
 
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
