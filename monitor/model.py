@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -104,7 +105,11 @@ def load_clap(cfg: ModelConfig) -> ClapRunner:
     source = _resolve_source(cfg)  # before the slow imports: a wrong path fails at once
     import torch
     from transformers import ClapModel, ClapProcessor
+    from transformers.utils import logging as hf_logging
 
+    if not sys.stderr.isatty():
+        # Progress bars redrawn with carriage returns are noise in the journal and in log files.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     started = time.monotonic()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
