@@ -30,8 +30,10 @@ python=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
 # torch first, exactly pinned, from the CPU index: an unpinned or PyPI-resolved torch pulls
-# several GB of CUDA packages. (pip's find-links, if configured, may supply the same wheel.)
-.venv/bin/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+# several GB of CUDA packages. Its own dependencies come from PyPI with the project's below.
+# (A pip find-links that already holds the CPU wheel, as on CI, supplies it offline.)
+.venv/bin/pip install -q --no-deps --retries 1 torch==2.13.0 \
+    --index-url https://download.pytorch.org/whl/cpu \
     || .venv/bin/pip install -q torch==2.13.0
 if (( dev )); then
     .venv/bin/pip install -q -e '.[dev]'
