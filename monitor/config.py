@@ -69,7 +69,21 @@ class ModelConfig(_Strict):
     )
 
 
-class MicrophoneSourceConfig(_Strict):
+class _SourceCommon(_Strict):
+    """What every source kind has."""
+
+    id: str = Field(default="source", description="Source id used in payloads.")
+    buffer_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Ring buffer capacity; must hold at least one window.",
+    )
+
+    _check_id = field_validator("id")(lambda v: _check_slug(v, "source id"))
+
+
+class MicrophoneSourceConfig(_SourceCommon):
     """A live capture device, read through sounddevice/PortAudio in callback mode."""
 
     type: Literal["microphone"] = Field(description="Source kind: a capture device.")
@@ -93,17 +107,9 @@ class MicrophoneSourceConfig(_Strict):
         le=1.0,
         description="Audio delivered per callback; smaller = lower latency, more wake-ups.",
     )
-    buffer_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        le=600,
-        description="Ring buffer capacity; must hold at least one window.",
-    )
-
-    _check_id = field_validator("id")(lambda v: _check_slug(v, "source id"))
 
 
-class FileSourceConfig(_Strict):
+class FileSourceConfig(_SourceCommon):
     """An audio file (WAV/FLAC/OGG) replayed as if it were a live stream."""
 
     type: Literal["file"] = Field(description="Source kind: an audio file.")
@@ -117,14 +123,6 @@ class FileSourceConfig(_Strict):
     block_seconds: float = Field(
         default=0.1, gt=0, le=1.0, description="Audio written to the ring buffer per step."
     )
-    buffer_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        le=600,
-        description="Ring buffer capacity; must hold at least one window.",
-    )
-
-    _check_id = field_validator("id")(lambda v: _check_slug(v, "source id"))
 
 
 SourceConfig = Annotated[MicrophoneSourceConfig | FileSourceConfig, Field(discriminator="type")]
