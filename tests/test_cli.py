@@ -1,0 +1,64 @@
+"""The command line itself: entry points, `devices` on a real PortAudio device list."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from monitor import __version__
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    script = Path(sys.executable).with_name("audio-monitor")
+    commands = [[sys.executable, "-m", "monitor"]]
+    if script.exists():
+        commands.append([str(script)])
+    for command in commands:
+        result = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0
+        assert result.stdout.strip() == f"audio-monitor {__version__}"
+
+
+def test_no_subcommand_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "usage: audio-monitor" in result.stderr
+
+
+def test_devices_lists_the_virtual_microphone(pulse_null_sink: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "devices"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=pulse_null_sink.env,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()
+    pulse = [row for row in rows if " pulse " in f" {row} "]
+    assert pulse, result.stdout
+    assert "Hz" in result.stdout or any(ch.isdigit() for ch in pulse[0])
+
+
+def test_check_config_does_not_import_the_heavy_libraries(tmp_path: Path) -> None:
+    code = (
+        "import sys; from monitor.cli import main; rc = main(['check-config', "
+        f"{str(REPO / 'configs' / 'example.yaml')!r}]); "
+        "heavy = [m for m in ('torch', 'transformers', 'sounddevice', 'paho', 'scipy') "
+        "if m in sys.modules]; print('HEAVY', heavy); sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
