@@ -18,13 +18,12 @@ from monitor.events import EventTracker
 from monitor.frames import Event
 from monitor.payloads import Topics, event_messages, event_payload, initial_state_messages
 from monitor.ringbuffer import RingBuffer
-from monitor.scoring import LabelSetScorer
+from monitor.scoring import build_scorers
 from monitor.source import Source
 from monitor.windowing import Windower
 from monitor.worker import ScoringWorker
 
 if TYPE_CHECKING:
-    from monitor.model import ClapRunner
     from monitor.publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -50,16 +49,6 @@ def make_source(cfg: SourceConfig) -> Source:
     from monitor.filesource import FileSource
 
     return FileSource(cfg)
-
-
-def build_scorers(config: Config, runner: ClapRunner) -> list[LabelSetScorer]:
-    """Embed every prompt of every label set once; the text encoder never runs per window."""
-    scorers = []
-    for label_set in config.label_sets:
-        prompts = [label_set.prompt_for(label) for label in label_set.labels]
-        embeddings = runner.embed_text(prompts)
-        scorers.append(LabelSetScorer.build(label_set, embeddings, runner.logit_scale))
-    return scorers
 
 
 class Outputs:
@@ -140,7 +129,7 @@ class Daemon:
         from monitor.model import load_clap
 
         runner = load_clap(cfg.model)
-        scorers = build_scorers(cfg, runner)
+        scorers = build_scorers(cfg.label_sets, runner.embed_text, runner.logit_scale)
         self.source = make_source(cfg.source)
         fmt = self.source.open()
         self.ring = RingBuffer(

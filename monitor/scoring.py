@@ -1,12 +1,15 @@
-"""Zero-shot scores of an audio embedding against the precomputed prompts of each label set."""
+"""Zero-shot scores of audio embeddings against the precomputed prompts of each label set."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.config import LabelSetConfig
+from monitor.config import LabelSetConfig, ScoringMode
+
+TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -17,36 +20,108 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * x))  # tanh form: no overflow warnings
+    return out
+
+
+def ensemble_embeddings(
+    embed_text: TextEmbedder, prompt_groups: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """One unit vector per group: the mean of its prompts' embeddings, renormalised.
+
+    All prompts go through the text encoder in one call. A group of one prompt gives exactly
+    that prompt's embedding, so single-template scoring equals the reference pipeline.
+    """
+    flat = [prompt for group in prompt_groups for prompt in group]
+    embedded = embed_text(flat)
+    out = []
+    start = 0
+    for group in prompt_groups:
+        block = embedded[start : start + len(group)]
+        start += len(group)
+        if len(group) == 1:
+            out.append(block[0])
+            continue
+        mean = block.mean(axis=0)
+        out.append(mean / np.linalg.norm(mean))
+    if not out:
+        return embedded[:0]
+    return np.stack(out).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class LabelSetScorer:
-    """One label set's normalised text embeddings and thresholds, ready to score windows."""
+    """One label set's normalised text embeddings, mode and thresholds, ready to score windows."""
 
     name: str
     labels: tuple[str, ...]
     thresholds: tuple[float, ...]
+    mode: ScoringMode
     text_embeddings: np.ndarray  # (labels, dim), float32, L2-normalised
+    background_embeddings: np.ndarray  # (background labels, dim); may have 0 rows
     logit_scale: float  # exp(logit_scale_a) of the checkpoint
 
     @classmethod
     def build(
-        cls, label_set: LabelSetConfig, text_embeddings: np.ndarray, logit_scale: float
+        cls, label_set: LabelSetConfig, embed_text: TextEmbedder, logit_scale: float
     ) -> LabelSetScorer:
-        if text_embeddings.shape[0] != len(label_set.labels):
-            raise ValueError("one text embedding per label is needed")
+        """Embed the set's prompts (ensembles averaged) and keep them for every window."""
+        groups = [label_set.prompts_for(label) for label in label_set.labels]
+        groups += [label_set.background_prompts(name) for name in label_set.background]
+        embeddings = ensemble_embeddings(embed_text, groups)
+        n = len(label_set.labels)
         return cls(
             name=label_set.name,
             labels=tuple(label.name for label in label_set.labels),
             thresholds=tuple(label_set.threshold_for(label) for label in label_set.labels),
-            text_embeddings=np.ascontiguousarray(text_embeddings, dtype=np.float32),
+            mode=label_set.mode,
+            text_embeddings=np.ascontiguousarray(embeddings[:n]),
+            background_embeddings=np.ascontiguousarray(embeddings[n:]),
             logit_scale=float(logit_scale),
         )
 
-    def score(self, audio_embeddings: np.ndarray) -> np.ndarray:
-        """Scores (windows, labels): softmax over the set of logit_scale * cosine.
+    def with_mode(self, mode: ScoringMode) -> LabelSetScorer:
+        """The same prompts scored another way (eval compares modes on one embedding pass)."""
+        return LabelSetScorer(
+            self.name,
+            self.labels,
+            self.thresholds,
+            mode,
+            self.text_embeddings,
+            self.background_embeddings,
+            self.logit_scale,
+        )
 
-        `audio_embeddings` is (windows, dim) and L2-normalised, as the model returns them;
-        this is exactly what the transformers zero-shot-audio-classification pipeline
-        computes from `logits_per_audio`.
+    def score(self, audio_embeddings: np.ndarray) -> np.ndarray:
+        """Scores (windows, labels) in [0, 1] from L2-normalised (windows, dim) embeddings.
+
+        softmax: the softmax of logit_scale * cosine over labels and background prompts,
+        reported for the labels; without background prompts exactly what the transformers
+        zero-shot-audio-classification pipeline computes from `logits_per_audio`.
+        absolute: a label's score ignores the other labels. With background prompts it is
+        sigmoid(logit_scale * (cos_label - max cos_background)), the label's share of a
+        two-way softmax against the best background prompt (0.5 = as close as that); without
+        them it is the cosine similarity itself, clipped to [0, 1].
         """
-        logits = self.logit_scale * (audio_embeddings.astype(np.float32) @ self.text_embeddings.T)
-        return softmax(logits)
+        audio = audio_embeddings.astype(np.float32, copy=False)
+        cos = audio @ self.text_embeddings.T
+        has_background = self.background_embeddings.shape[0] > 0
+        if self.mode == "softmax":
+            logits = self.logit_scale * cos
+            if has_background:
+                background = self.logit_scale * (audio @ self.background_embeddings.T)
+                logits = np.concatenate([logits, background], axis=1)
+            return softmax(logits)[:, : len(self.labels)]
+        if has_background:
+            best_background = (audio @ self.background_embeddings.T).max(axis=1, keepdims=True)
+            return sigmoid(self.logit_scale * (cos - best_background))
+        out: np.ndarray = np.clip(cos, 0.0, 1.0)
+        return out
+
+
+def build_scorers(
+    label_sets: Sequence[LabelSetConfig], embed_text: TextEmbedder, logit_scale: float
+) -> list[LabelSetScorer]:
+    """Scorers for every set; the text encoder runs here once, never per window."""
+    return [LabelSetScorer.build(s, embed_text, logit_scale) for s in label_sets]

@@ -88,8 +88,8 @@ def test_defaults_and_label_shorthand() -> None:
     config = parse_config(GOOD, Path("c.yaml"))
     safety = config.label_sets[0]
     assert [label.name for label in safety.labels] == ["glass breaking", "smoke alarm"]
-    assert safety.prompt_for(safety.labels[0]) == "This is a sound of glass breaking."
-    assert safety.prompt_for(safety.labels[1]) == "beeping smoke alarm"
+    assert safety.prompts_for(safety.labels[0]) == ["This is a sound of glass breaking."]
+    assert safety.prompts_for(safety.labels[1]) == ["beeping smoke alarm"]
     assert safety.threshold_for(safety.labels[0]) == 0.5
     assert safety.threshold_for(safety.labels[1]) == 0.3
     assert config.mqtt.qos == 1

@@ -66,8 +66,7 @@ def zero_shot_pipeline(tiny_clap_dir: Path) -> Any:
 
 def _scorer(runner: ClapRunner, labels: list[str]) -> LabelSetScorer:
     label_set = LabelSetConfig(name="test", labels=labels)  # type: ignore[arg-type]
-    prompts = [label_set.prompt_for(label) for label in label_set.labels]
-    return LabelSetScorer.build(label_set, runner.embed_text(prompts), runner.logit_scale)
+    return LabelSetScorer.build(label_set, runner.embed_text, runner.logit_scale)
 
 
 def test_load_reports_the_checkpoint(runner: ClapRunner, tiny_clap_dir: Path) -> None:
