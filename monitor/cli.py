@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from monitor import __version__
 from monitor.errors import EXIT_FAILURE, EXIT_OK, MonitorError
@@ -30,8 +31,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     labels = sum(len(s.labels) for s in config.label_sets)
+    source = config.source.type if config.source is not None else "no"
     print(
-        f"{args.config}: OK ({config.source.type} source, {len(config.label_sets)} label set(s), "
+        f"{args.config}: OK ({source} source, {len(config.label_sets)} label set(s), "
         f"{labels} labels, {config.window.seconds:g} s windows every "
         f"{config.window.hop_seconds:g} s)"
     )
@@ -78,7 +80,105 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser("devices", help="list audio input devices and their default rates")
     devices.set_defaults(func=_cmd_devices)
+
+    _add_classify_parser(sub)
+    _add_eval_parser(sub)
     return parser
+
+
+def _add_offline_options(parser: argparse.ArgumentParser) -> None:
+    """Options classify and eval share: where labels and the model come from, windowing."""
+    parser.add_argument(
+        "--config", "-c", help="YAML config to take the model and label sets from (source unused)"
+    )
+    parser.add_argument("--model", help="hub id or local directory; overrides the config's")
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help="prompt template with '{}' for ad-hoc labels; repeat for an ensemble",
+    )
+    parser.add_argument(
+        "--background",
+        nargs="+",
+        metavar="B",
+        help="background labels for ad-hoc labels (in the softmax, never reported as hits)",
+    )
+    parser.add_argument(
+        "--window-seconds",
+        type=float,
+        default=10.0,
+        help="window length for clips longer than it (at most 10, the default)",
+    )
+    parser.add_argument(
+        "--hop-seconds", type=float, help="hop between windows; default = the window (no overlap)"
+    )
+    parser.add_argument(
+        "--aggregate",
+        choices=["max", "mean"],
+        default="max",
+        help="clip-level score from its windows' scores",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="windows per forward pass of the model"
+    )
+
+
+def _add_classify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "classify", help="classify audio files against label sets (offline, no MQTT)"
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="audio files or directories")
+    parser.add_argument("--labels", nargs="+", metavar="L", help="ad-hoc labels (one set)")
+    parser.add_argument(
+        "--label-set",
+        action="append",
+        metavar="NAME",
+        help="only this label set of the config (repeatable)",
+    )
+    parser.add_argument(
+        "--mode", choices=["softmax", "absolute"], help="scoring mode for ad-hoc labels"
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="labels shown per set and clip")
+    parser.add_argument(
+        "--format", choices=["table", "json", "csv"], default="table", help="output format"
+    )
+    _add_offline_options(parser)
+    parser.set_defaults(func=_cmd_classify)
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "eval", help="zero-shot accuracy on a labelled dataset (ESC-50 layout or hub id)"
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="ESC-50 directory (meta/esc50.csv + audio/) or a Hugging Face dataset id",
+    )
+    parser.add_argument("--folds", nargs="+", type=int, help="only these folds (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("eval-report"), help="report directory")
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="precision the suggested thresholds aim for",
+    )
+    parser.add_argument("--limit", type=int, help="at most this many clips (a quick look)")
+    _add_offline_options(parser)
+    parser.set_defaults(func=_cmd_eval)
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from monitor.classify import run_classify
+
+    return run_classify(args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from monitor.evaluate import run_eval
+
+    return run_eval(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -385,7 +385,10 @@ class Config(_Strict):
     """The whole monitor configuration."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="The CLAP model.")
-    source: SourceConfig = Field(description="Where the audio comes from.")
+    source: SourceConfig | None = Field(
+        default=None,
+        description="Where the audio comes from; required by `run`, unused by classify/eval.",
+    )
     window: WindowConfig = Field(default_factory=WindowConfig, description="Windowing.")
     label_sets: list[LabelSetConfig] = Field(
         min_length=1, description="One or more sets of labels to score every window against."
@@ -399,7 +402,10 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        if self.source.buffer_seconds < self.window.seconds + self.source.block_seconds:
+        if (
+            self.source is not None
+            and self.source.buffer_seconds < self.window.seconds + self.source.block_seconds
+        ):
             raise ValueError(
                 f"source.buffer_seconds ({self.source.buffer_seconds}) must hold at least one "
                 f"window plus one block ({self.window.seconds + self.source.block_seconds} s)"
@@ -449,8 +455,12 @@ def _count_aliases(text: str) -> int:
     return sum(isinstance(tok, yaml.AliasToken) for tok in yaml.scan(text, Loader=yaml.SafeLoader))
 
 
-def parse_config(text: str, path: Path) -> Config:
-    """Validate YAML text into a Config; `path` only names the source in errors."""
+def parse_config(text: str, path: Path, *, require_source: bool = True) -> Config:
+    """Validate YAML text into a Config; `path` only names the source in errors.
+
+    `require_source=False` is for the offline commands, which read label sets and the model
+    from a config but bring their own audio.
+    """
     try:
         if _count_aliases(text) > MAX_YAML_ALIASES:
             raise ConfigError(f"{path}: too many YAML aliases (more than {MAX_YAML_ALIASES})")
@@ -466,14 +476,17 @@ def parse_config(text: str, path: Path) -> Config:
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {kind}")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(path, err)) from err
     except RecursionError as err:
         raise ConfigError(f"{path}: configuration nested too deeply") from err
+    if require_source and config.source is None:
+        raise ConfigError(f"{path}: source: required key is missing")
+    return config
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, require_source: bool = True) -> Config:
     """Read and validate a config file; raises ConfigError with a one-line message."""
     path = Path(path)
     try:
@@ -489,4 +502,4 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
-    return parse_config(text, path)
+    return parse_config(text, path, require_source=require_source)

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from monitor.config import Config, SourceConfig
-from monitor.errors import EXIT_OK, MonitorError, SourceError
+from monitor.errors import EXIT_OK, ConfigError, MonitorError, SourceError
 from monitor.events import EventTracker
 from monitor.frames import Event
 from monitor.payloads import Topics, event_messages, event_payload, initial_state_messages
@@ -118,6 +118,9 @@ class Daemon:
 
     def _start(self) -> None:
         cfg = self.config
+        source_cfg = cfg.source
+        if source_cfg is None:  # load_config(require_source=True) already refuses this
+            raise ConfigError("source: required key is missing")
         topics = Topics.from_config(cfg.mqtt)
         if not cfg.mqtt.enabled and not cfg.output.json_lines:
             log.warning("mqtt and output.json_lines are both off: events go only to the log")
@@ -130,14 +133,14 @@ class Daemon:
 
         runner = load_clap(cfg.model)
         scorers = build_scorers(cfg.label_sets, runner.embed_text, runner.logit_scale)
-        self.source = make_source(cfg.source)
+        self.source = make_source(source_cfg)
         fmt = self.source.open()
         self.ring = RingBuffer(
-            max(1, round(cfg.source.buffer_seconds * fmt.sample_rate_hz)),
+            max(1, round(source_cfg.buffer_seconds * fmt.sample_rate_hz)),
             fmt.channels,
             fmt.sample_rate_hz,
         )
-        lossless = cfg.source.type == "file" and not cfg.source.realtime
+        lossless = source_cfg.type == "file" and not source_cfg.realtime
         windower = Windower(
             self.ring,
             self.source.source_id,

@@ -1,0 +1,106 @@
+"""What the offline commands (classify, eval) share: model and label sets from flags, batching."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from monitor.config import (
+    DEFAULT_PROMPT_TEMPLATE,
+    Config,
+    LabelSetConfig,
+    ModelConfig,
+    ScoringMode,
+    load_config,
+)
+from monitor.errors import ConfigError
+
+
+def config_from_args(args: argparse.Namespace) -> Config | None:
+    """The --config file (without requiring a source), or None."""
+    if getattr(args, "config", None) is None:
+        return None
+    return load_config(args.config, require_source=False)
+
+
+def model_from_args(args: argparse.Namespace, config: Config | None) -> ModelConfig:
+    """--model overrides the config's model, which defaults to laion/clap-htsat-unfused."""
+    base = config.model if config is not None else ModelConfig()
+    if getattr(args, "model", None):
+        return base.model_copy(update={"name": args.model})
+    return base
+
+
+def adhoc_label_set(
+    name: str,
+    labels: Sequence[str],
+    *,
+    templates: Sequence[str] | None = None,
+    background: Sequence[str] | None = None,
+    mode: ScoringMode | None = None,
+    flag: str = "--labels",
+) -> LabelSetConfig:
+    """A label set built from command-line flags; ConfigError names the flag when invalid."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "labels": list(labels),
+        "prompt_template": list(templates or [DEFAULT_PROMPT_TEMPLATE]),
+        "background": list(background or []),
+    }
+    if mode is not None:
+        fields["mode"] = mode
+    try:
+        return LabelSetConfig.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        what = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{flag}: {what}") from err
+
+
+def progress(total: int, description: str) -> Any:
+    """A tqdm bar on stderr, hidden when stderr is not a terminal (logs, pipes, CI)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=description,
+        unit="win",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
+
+
+def embed_in_batches(
+    embed_audio: Callable[[Sequence[np.ndarray]], np.ndarray],
+    windows: Sequence[np.ndarray],
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(len(windows), dim) embeddings, `batch_size` windows per forward pass."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: must be at least 1 (got {batch_size})")
+    parts = []
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start : start + batch_size]
+        parts.append(embed_audio(batch))
+        if on_batch is not None:
+            on_batch(len(batch))
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(parts, axis=0)
+
+
+def output_dir(path: Path) -> Path:
+    """Create a report directory; ConfigError when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {path}: cannot create ({err.strerror})") from err
+    return path
