@@ -318,6 +318,30 @@ class TlsConfig(_Strict):
         return self
 
 
+class OutboxConfig(_Strict):
+    """Detections kept on disk until the broker acknowledges them, across restarts."""
+
+    enabled: bool = Field(
+        default=True, description="Keep unacknowledged detections on disk (survive a restart)."
+    )
+    directory: Path | None = Field(
+        default=None,
+        description=(
+            "Where; None = $STATE_DIRECTORY/outbox under systemd, else "
+            "~/.local/state/audio-monitor/outbox."
+        ),
+    )
+    max_messages: int = Field(
+        default=10000, ge=1, le=10_000_000, description="At most this many messages kept."
+    )
+    max_megabytes: float = Field(
+        default=50.0, gt=0, le=100_000, description="At most this much disk used."
+    )
+    max_age_hours: float = Field(
+        default=168.0, gt=0, le=24 * 365, description="Older messages are dropped, not sent."
+    )
+
+
 class MqttConfig(_Strict):
     """The MQTT broker that receives status, detections and states."""
 
@@ -351,9 +375,16 @@ class MqttConfig(_Strict):
     )
     username: str | None = Field(default=None, description="Username, if the broker wants one.")
     password_file: Path | None = Field(
-        default=None, description="File holding the password (never put it in this file)."
+        default=None,
+        description=(
+            "File holding the password (never put it in this file). A relative name is looked "
+            "up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) when that is set."
+        ),
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS options.")
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig, description="On-disk queue of unacknowledged detections."
+    )
 
     _check_device = field_validator("device_id")(lambda v: _check_slug(v, "device_id"))
 
