@@ -45,6 +45,10 @@ class Topics:
     def status(self) -> str:
         return f"{self.base}/status"
 
+    @property
+    def health(self) -> str:
+        return f"{self.base}/health"
+
     def detection(self, label_set: str) -> str:
         return f"{self.base}/{label_set}/detection"
 

@@ -20,6 +20,8 @@ from monitor.windowing import Windower
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 0.25
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
+CLIPPED_FRACTION = 0.01
 
 
 class AudioEmbedder(Protocol):
@@ -35,8 +37,10 @@ class WorkerStats:
     """Counters of the worker, read by the supervisor."""
 
     windows_scored: int
-    windows_skipped_nonfinite: int
+    windows_skipped_nonfinite: int  # NaN/Inf samples: never sent to the model
+    windows_skipped_silent: int  # digital silence (all zero): nothing to hear, model skipped
     windows_skipped_lagging: int
+    windows_clipped: int  # scored, but more than 1 % of samples at full scale
     detections: int
     events: int
     last_inference_ms: float
@@ -88,6 +92,9 @@ class ScoringWorker(threading.Thread):
         self._stop_requested = threading.Event()
         self._scored = 0
         self._nonfinite = 0
+        self._silent = 0
+        self._clipped = 0
+        self._bad_scores = 0
         self._detections = 0
         self._events = 0
         self._last_ms = 0.0
@@ -102,7 +109,9 @@ class ScoringWorker(threading.Thread):
         return WorkerStats(
             windows_scored=self._scored,
             windows_skipped_nonfinite=self._nonfinite,
+            windows_skipped_silent=self._silent,
             windows_skipped_lagging=self.windower.skipped_windows,
+            windows_clipped=self._clipped,
             detections=self._detections,
             events=self._events,
             last_inference_ms=self._last_ms,
@@ -133,18 +142,29 @@ class ScoringWorker(threading.Thread):
 
     def process(self, window: Window) -> list[Event]:
         """Score one window against every label set and hand its events to the sink."""
-        if not np.isfinite(window.samples).all():
+        samples = window.samples
+        if not np.isfinite(samples).all():
             self._nonfinite += 1
-            log.warning(
-                "window %s-%s of %s holds NaN/Inf samples; skipped",
-                window.start_time,
-                window.end_time,
-                window.source_id,
-            )
-            return []
+            if self._nonfinite == 1 or self._nonfinite % 100 == 0:
+                log.warning(
+                    "%d window(s) of %s held NaN/Inf samples and were skipped (latest %s)",
+                    self._nonfinite,
+                    window.source_id,
+                    window.end_time,
+                )
+            return self._quiet(window)
+        if not np.any(samples):
+            self._silent += 1  # a muted or disconnected input: nothing for the model
+            return self._quiet(window)
+        if np.count_nonzero(np.abs(samples) >= CLIP_LEVEL) > CLIPPED_FRACTION * len(samples):
+            self._clipped += 1  # still scored: a loud alarm clips, and must still be heard
         started = time.monotonic()
-        embedding = self.embedder.embed_audio([window.samples])
+        embedding = self.embedder.embed_audio([samples])
         self._last_ms = (time.monotonic() - started) * 1000.0
+        if not np.isfinite(embedding).all():
+            self._bad_scores += 1
+            log.error("the model returned non-finite values for window %s", window.end_time)
+            return self._quiet(window)
         events: list[Event] = []
         stream_seconds = window.end_index / self.windower.rate_hz
         for scorer in self.scorers:
@@ -161,6 +181,18 @@ class ScoringWorker(threading.Thread):
                 best = max(scores.scores.items(), key=lambda kv: kv[1])
                 log.debug("%s %s: top %s %.3f", window.end_time, scorer.name, *best)
         self._scored += 1
+        for event in events:
+            self.emit(event)
+        return events
+
+    def _quiet(self, window: Window) -> list[Event]:
+        """A window that was not scored still moves time on: open events can end."""
+        stream_seconds = window.end_index / self.windower.rate_hz
+        events: list[Event] = []
+        for scorer in self.scorers:
+            events += self.tracker.update(
+                scorer.name, scorer.labels, [], stream_seconds, window.end_time
+            )
         for event in events:
             self.emit(event)
         return events
