@@ -183,6 +183,9 @@ class MicrophoneSource(Source):
             if self._stream is not None and self._format is not None:
                 return self._format
             sd = _sounddevice()
+            if self._generation > 0:
+                # Reopening after a failure: a re-plugged device may have a new index.
+                refresh_devices()
             cfg = self._cfg
             device = resolve_device(cfg.device)
             rate = cfg.sample_rate_hz or round(device.default_sample_rate_hz)
