@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 0.25
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 CLIPPED_FRACTION = 0.01
+DC_LEVEL = 0.05  # |mean| above this is a broken input stage, not sound
 
 
 class AudioEmbedder(Protocol):
@@ -41,6 +42,7 @@ class WorkerStats:
     windows_skipped_silent: int  # digital silence (all zero): nothing to hear, model skipped
     windows_skipped_lagging: int
     windows_clipped: int  # scored, but more than 1 % of samples at full scale
+    windows_dc_offset: int  # scored after removing a DC offset above DC_LEVEL
     detections: int
     events: int
     last_inference_ms: float
@@ -94,6 +96,7 @@ class ScoringWorker(threading.Thread):
         self._nonfinite = 0
         self._silent = 0
         self._clipped = 0
+        self._dc = 0
         self._bad_scores = 0
         self._detections = 0
         self._events = 0
@@ -112,6 +115,7 @@ class ScoringWorker(threading.Thread):
             windows_skipped_silent=self._silent,
             windows_skipped_lagging=self.windower.skipped_windows,
             windows_clipped=self._clipped,
+            windows_dc_offset=self._dc,
             detections=self._detections,
             events=self._events,
             last_inference_ms=self._last_ms,
@@ -158,6 +162,10 @@ class ScoringWorker(threading.Thread):
             return self._quiet(window)
         if np.count_nonzero(np.abs(samples) >= CLIP_LEVEL) > CLIPPED_FRACTION * len(samples):
             self._clipped += 1  # still scored: a loud alarm clips, and must still be heard
+        offset = float(samples.mean())
+        if abs(offset) > DC_LEVEL:
+            self._dc += 1
+            samples = samples - np.float32(offset)
         started = time.monotonic()
         embedding = self.embedder.embed_audio([samples])
         self._last_ms = (time.monotonic() - started) * 1000.0

@@ -1,0 +1,112 @@
+"""The scoring worker: bad audio never reaches the model or a payload; events still end."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.config import LabelSetConfig, ModelConfig
+from monitor.events import EventTracker
+from monitor.frames import Event, Window
+from monitor.model import ClapRunner, load_clap
+from monitor.payloads import Topics, event_messages
+from monitor.ringbuffer import RingBuffer
+from monitor.scoring import build_scorers
+from monitor.windowing import Windower
+from monitor.worker import ScoringWorker
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+N = 48000
+
+
+class CountingRunner:
+    def __init__(self, runner: ClapRunner) -> None:
+        self.runner = runner
+        self.model_id = runner.model_id
+        self.seen: list[np.ndarray] = []
+
+    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        self.seen += [np.array(w) for w in windows]
+        return self.runner.embed_audio(windows)
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_clap_dir: Path) -> ClapRunner:
+    return load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=1))
+
+
+def make_worker(runner: ClapRunner) -> tuple[ScoringWorker, CountingRunner, list[Event]]:
+    sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    events: list[Event] = []
+    counting = CountingRunner(runner)
+    windower = Windower(RingBuffer(N * 2, 1, N), "src", 1.0, 1.0)
+    worker = ScoringWorker(
+        windower,
+        counting,
+        build_scorers(sets, runner.embed_text, runner.logit_scale),
+        EventTracker(cooldown_seconds=2.0, hold_seconds=0.0),
+        events.append,
+        lambda: False,
+    )
+    return worker, counting, events
+
+
+def window(samples: np.ndarray, second: int) -> Window:
+    return Window(
+        "src",
+        samples.astype(np.float32),
+        N,
+        (second - 1) * N,
+        second * N,
+        T0 + timedelta(seconds=second - 1),
+        T0 + timedelta(seconds=second),
+    )
+
+
+def tone(amplitude: float = 0.3, offset: float = 0.0) -> np.ndarray:
+    t = np.arange(N) / N
+    return (amplitude * np.sin(2 * np.pi * 440 * t) + offset).astype(np.float32)
+
+
+def test_bad_audio_is_counted_and_never_reaches_the_model(runner: ClapRunner) -> None:
+    worker, counting, events = make_worker(runner)
+    nan = tone()
+    nan[100] = np.nan
+    inf = tone()
+    inf[5] = np.inf
+    worker.process(window(tone(), 1))  # starts the always-firing label's event
+    worker.process(window(nan, 2))
+    worker.process(window(inf, 3))
+    worker.process(window(np.zeros(N, np.float32), 4))
+    stats = worker.stats()
+    assert stats.windows_skipped_nonfinite == 2
+    assert stats.windows_skipped_silent == 1
+    assert stats.windows_scored == 1
+    assert len(counting.seen) == 1 and np.isfinite(counting.seen[0]).all()
+    # Skipped windows still move time on: the event ended after its cooldown.
+    assert [e.kind for e in events if e.detection.label == "a"] == ["start", "end"]
+    for event in events:
+        for msg in event_messages(event, Topics("p", "d"), 1):
+            if msg.topic.endswith("detection"):
+                body = json.loads(msg.payload)  # strict JSON: NaN/Infinity would not parse back
+                assert all(math.isfinite(v) for v in body["scores"].values())
+
+
+def test_clipping_and_dc_are_counted_and_still_scored(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    clipped = np.clip(tone(amplitude=3.0), -1.0, 1.0)
+    worker.process(window(clipped, 1))
+    worker.process(window(tone(offset=0.4), 2))
+    stats = worker.stats()
+    assert stats.windows_clipped == 1
+    assert stats.windows_dc_offset == 1
+    assert stats.windows_scored == 2
+    # The DC offset was removed before the model saw the window.
+    assert abs(float(counting.seen[1].mean())) < 1e-3
+    np.testing.assert_allclose(counting.seen[1], tone(), atol=1e-5)
