@@ -65,7 +65,34 @@ class ModelConfig(_Strict):
         default=0,
         ge=0,
         le=256,
-        description="torch intra-op threads for inference; 0 keeps torch's default.",
+        description="Intra-op threads for inference (torch or ONNX Runtime); 0 = the default.",
+    )
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        default="fp32",
+        description=(
+            "Audio tower weights: fp32 (reference scores), bf16 or int8 (dynamic quantisation "
+            "of Linear layers; faster, scores agree closely - see `audio-monitor bench`)."
+        ),
+    )
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description=(
+            "torch, or onnx: the audio tower exported once to ONNX Runtime (cached), so the "
+            "daemon runs without importing torch."
+        ),
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Cache of label embeddings and exported models; None = $CACHE_DIRECTORY or "
+            "$STATE_DIRECTORY/cache under systemd, else ~/.cache/audio-monitor."
+        ),
+    )
+    max_batch: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Windows scored in one forward pass when several are waiting.",
     )
 
 
@@ -139,6 +166,15 @@ class WindowConfig(_Strict):
     )
     hop_seconds: float = Field(
         default=1.0, gt=0, le=3600, description="Time between the starts of consecutive windows."
+    )
+    min_dbfs: float | None = Field(
+        default=None,
+        ge=-150,
+        le=0,
+        description=(
+            "Energy gate: windows quieter than this RMS level (dBFS) skip the model; "
+            "None = score every window."
+        ),
     )
 
 
