@@ -183,7 +183,14 @@ class Daemon:
                 self.publisher.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
         source = self.source
         self.worker = ScoringWorker(
-            windower, runner, scorers, self.tracker, self.outputs, lambda: source.finished
+            windower,
+            runner,
+            scorers,
+            self.tracker,
+            self.outputs,
+            lambda: source.finished,
+            max_batch=cfg.model.max_batch,
+            min_dbfs=cfg.window.min_dbfs,
         )
         self.worker.start()
         self.source.start(self.ring)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -43,10 +44,17 @@ class WorkerStats:
     windows_skipped_lagging: int
     windows_clipped: int  # scored, but more than 1 % of samples at full scale
     windows_dc_offset: int  # scored after removing a DC offset above DC_LEVEL
+    windows_skipped_quiet: int  # below the energy gate (window.min_dbfs): model skipped
     detections: int
     events: int
     last_inference_ms: float
     last_progress_monotonic: float
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (a full-scale square wave is 0 dBFS)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
 def detections_of(scores: Scores, scorer: LabelSetScorer, model_id: str) -> list[Detection]:
@@ -81,6 +89,9 @@ class ScoringWorker(threading.Thread):
         tracker: EventTracker,
         sink: Callable[[Event], None],
         source_finished: Callable[[], bool],
+        *,
+        max_batch: int = 1,
+        min_dbfs: float | None = None,
     ) -> None:
         super().__init__(name="scoring-worker", daemon=True)
         self.windower = windower
@@ -89,6 +100,8 @@ class ScoringWorker(threading.Thread):
         self.tracker = tracker
         self.sink = sink
         self.source_finished = source_finished
+        self.max_batch = max_batch
+        self.min_dbfs = min_dbfs
         self.error: BaseException | None = None
         self.drained = threading.Event()
         self._stop_requested = threading.Event()
@@ -97,6 +110,7 @@ class ScoringWorker(threading.Thread):
         self._silent = 0
         self._clipped = 0
         self._dc = 0
+        self._quiet_gated = 0
         self._bad_scores = 0
         self._detections = 0
         self._events = 0
@@ -116,6 +130,7 @@ class ScoringWorker(threading.Thread):
             windows_skipped_lagging=self.windower.skipped_windows,
             windows_clipped=self._clipped,
             windows_dc_offset=self._dc,
+            windows_skipped_quiet=self._quiet_gated,
             detections=self._detections,
             events=self._events,
             last_inference_ms=self._last_ms,
@@ -128,12 +143,12 @@ class ScoringWorker(threading.Thread):
                 window = self.windower.next_window(WAIT_SECONDS)
                 self._last_progress = time.monotonic()
                 if window is not None:
-                    self.process(window)
+                    self.process_batch(self._with_waiting(window))
                 elif self.source_finished():
                     # The source wrote its last block before flagging the end: look once more.
                     window = self.windower.next_window(0)
                     if window is not None:
-                        self.process(window)
+                        self.process_batch(self._with_waiting(window))
                         continue
                     final = self.windower.final_window()
                     if final is not None:
@@ -144,8 +159,47 @@ class ScoringWorker(threading.Thread):
             self.error = err
             log.exception("scoring worker failed")
 
+    def _with_waiting(self, window: Window) -> list[Window]:
+        """`window` plus those already waiting (catching up), for one forward pass."""
+        batch = [window]
+        while len(batch) < self.max_batch and not self._stop_requested.is_set():
+            more = self.windower.next_window(0)
+            if more is None:
+                break
+            batch.append(more)
+        return batch
+
     def process(self, window: Window) -> list[Event]:
         """Score one window against every label set and hand its events to the sink."""
+        return self.process_batch([window])
+
+    def process_batch(self, windows: list[Window]) -> list[Event]:
+        """Score windows (one forward pass for those that need the model), in stream order."""
+        prepared = [self._prepare(window) for window in windows]
+        to_embed = [samples for samples in prepared if samples is not None]
+        embeddings = np.zeros((0, 0), np.float32)
+        if to_embed:
+            started = time.monotonic()
+            embeddings = self.embedder.embed_audio(to_embed)
+            self._last_ms = (time.monotonic() - started) * 1000.0 / len(to_embed)
+        events: list[Event] = []
+        row = 0
+        for window, samples in zip(windows, prepared, strict=True):
+            if samples is None:
+                events += self._quiet(window)
+                continue
+            embedding = embeddings[row : row + 1]
+            row += 1
+            if not np.isfinite(embedding).all():
+                self._bad_scores += 1
+                log.error("the model returned non-finite values for window %s", window.end_time)
+                events += self._quiet(window)
+                continue
+            events += self._score(window, embedding)
+        return events
+
+    def _prepare(self, window: Window) -> np.ndarray | None:
+        """The samples to embed, or None when the window must not reach the model."""
         samples = window.samples
         if not np.isfinite(samples).all():
             self._nonfinite += 1
@@ -156,23 +210,22 @@ class ScoringWorker(threading.Thread):
                     window.source_id,
                     window.end_time,
                 )
-            return self._quiet(window)
+            return None
         if not np.any(samples):
             self._silent += 1  # a muted or disconnected input: nothing for the model
-            return self._quiet(window)
+            return None
         if np.count_nonzero(np.abs(samples) >= CLIP_LEVEL) > CLIPPED_FRACTION * len(samples):
             self._clipped += 1  # still scored: a loud alarm clips, and must still be heard
         offset = float(samples.mean())
         if abs(offset) > DC_LEVEL:
             self._dc += 1
             samples = samples - np.float32(offset)
-        started = time.monotonic()
-        embedding = self.embedder.embed_audio([samples])
-        self._last_ms = (time.monotonic() - started) * 1000.0
-        if not np.isfinite(embedding).all():
-            self._bad_scores += 1
-            log.error("the model returned non-finite values for window %s", window.end_time)
-            return self._quiet(window)
+        if self.min_dbfs is not None and rms_dbfs(samples) < self.min_dbfs:
+            self._quiet_gated += 1  # below the energy gate: not worth the model's time
+            return None
+        return samples
+
+    def _score(self, window: Window, embedding: np.ndarray) -> list[Event]:
         events: list[Event] = []
         stream_seconds = window.end_index / self.windower.rate_hz
         for scorer in self.scorers:

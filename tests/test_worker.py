@@ -110,3 +110,69 @@ def test_clipping_and_dc_are_counted_and_still_scored(runner: ClapRunner) -> Non
     # The DC offset was removed before the model saw the window.
     assert abs(float(counting.seen[1].mean())) < 1e-3
     np.testing.assert_allclose(counting.seen[1], tone(), atol=1e-5)
+
+
+class BatchRecorder(CountingRunner):
+    def __init__(self, runner: ClapRunner) -> None:
+        super().__init__(runner)
+        self.batches: list[int] = []
+
+    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        self.batches.append(len(windows))
+        return super().embed_audio(windows)
+
+
+def drain(runner: ClapRunner, max_batch: int) -> tuple[BatchRecorder, list[Event]]:
+    """Run a worker thread over 6 s of waiting audio (a catching-up, lossless source)."""
+    ring = RingBuffer(N * 10, 1, N)
+    rng = np.random.default_rng(3)
+    ring.write((0.2 * rng.standard_normal((N * 6, 1))).astype(np.float32), wall_time_end=1e9)
+    recorder = BatchRecorder(runner)
+    events: list[Event] = []
+    sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    worker = ScoringWorker(
+        Windower(ring, "src", 1.0, 1.0, catch_up=True),
+        recorder,
+        build_scorers(sets, runner.embed_text, runner.logit_scale),
+        EventTracker(cooldown_seconds=0.0, hold_seconds=0.0),
+        events.append,
+        lambda: True,
+        max_batch=max_batch,
+    )
+    worker.start()
+    assert worker.drained.wait(30)
+    worker.join(5)
+    return recorder, events
+
+
+def test_waiting_windows_share_one_forward_pass(runner: ClapRunner) -> None:
+    batched, batched_events = drain(runner, max_batch=4)
+    single, single_events = drain(runner, max_batch=1)
+    assert batched.batches == [4, 2]
+    assert single.batches == [1] * 6
+    # Same windows, same scores, same events whether batched or not.
+    assert len(batched.seen) == len(single.seen) == 6
+    for a, b in zip(batched_events, single_events, strict=True):
+        assert (a.kind, a.detection.label) == (b.kind, b.detection.label)
+        for label, score in a.detection.scores.items():
+            assert score == pytest.approx(b.detection.scores[label], abs=1e-5)
+
+
+def test_energy_gate_skips_quiet_windows(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    worker.min_dbfs = -50.0
+    quiet = tone(amplitude=0.001)  # about -63 dBFS
+    loud = tone(amplitude=0.3)  # about -13 dBFS
+    worker.process_batch([window(quiet, 1), window(loud, 2), window(quiet, 3)])
+    stats = worker.stats()
+    assert stats.windows_skipped_quiet == 2
+    assert stats.windows_scored == 1
+    assert len(counting.seen) == 1
+
+
+def test_rms_dbfs() -> None:
+    from monitor.worker import rms_dbfs
+
+    assert rms_dbfs(np.ones(100, np.float32)) == pytest.approx(0.0)
+    assert rms_dbfs(tone(amplitude=1.0)) == pytest.approx(-3.01, abs=0.01)
+    assert rms_dbfs(np.zeros(10, np.float32)) == -math.inf
