@@ -83,7 +83,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_classify_parser(sub)
     _add_eval_parser(sub)
+    _add_bench_parser(sub)
     return parser
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "bench", help="measure the scoring path against the transformers pipeline"
+    )
+    parser.add_argument("--model", help="checkpoint; default: the full-size random architecture")
+    parser.add_argument("--labels", type=int, default=30, help="labels scored per window")
+    parser.add_argument("--windows", type=int, default=20, help="windows timed per path")
+    parser.add_argument("--window-seconds", type=float, default=10.0, help="window length")
+    parser.add_argument("--batch", type=int, default=1, help="windows per forward pass")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "bf16", "int8"],
+        default=["fp32"],
+        help="precisions of the monitor's path to measure",
+    )
+    parser.add_argument(
+        "--backend", nargs="+", choices=["torch", "onnx"], default=["torch"], help="backends"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = default")
+    parser.add_argument(
+        "--audio", type=Path, help="audio file or directory to cut windows from (else generated)"
+    )
+    parser.add_argument(
+        "--replay-minutes",
+        type=float,
+        help="instead: replay this many minutes through the whole daemon and report throughput",
+    )
+    parser.add_argument("--mqtt", help="host:port of a broker for --replay-minutes (optional)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(func=_cmd_bench)
 
 
 def _add_offline_options(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +207,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from monitor.classify import run_classify
 
     return run_classify(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from monitor.bench import run_bench
+
+    return run_bench(args)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
