@@ -371,7 +371,10 @@ class OutboxConfig(_Strict):
         default=10000, ge=1, le=10_000_000, description="At most this many messages kept."
     )
     max_megabytes: float = Field(
-        default=50.0, gt=0, le=100_000, description="At most this much disk used."
+        default=50.0,
+        gt=0,
+        le=100_000,
+        description="At most this much disk used (blocks on disk, 10^6 bytes per MB).",
     )
     max_age_hours: float = Field(
         default=168.0, gt=0, le=24 * 365, description="Older messages are dropped, not sent."
@@ -399,7 +402,13 @@ class MqttConfig(_Strict):
         default=60, ge=5, le=3600, description="MQTT keepalive; the Last Will fires after ~1.5x."
     )
     reconnect_min_seconds: float = Field(
-        default=1.0, gt=0, le=3600, description="First reconnect delay (doubles each failure)."
+        default=1.0,
+        gt=0,
+        le=3600,
+        description=(
+            "First reconnect delay; doubles per failure up to the cap, each wait a random "
+            "50-100 % of it (jitter, so many monitors do not reconnect in step)."
+        ),
     )
     reconnect_max_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="Cap on the reconnect delay."
@@ -407,7 +416,10 @@ class MqttConfig(_Strict):
     max_queued_messages: int = Field(
         default=10000,
         ge=0,
-        description="Messages held in memory while the broker is away; 0 = unbounded.",
+        description=(
+            "Messages held in memory while the broker is away; 0 = unbounded. With the "
+            "outbox on, the overflow waits on disk instead of being dropped."
+        ),
     )
     username: str | None = Field(default=None, description="Username, if the broker wants one.")
     password_file: Path | None = Field(

@@ -67,6 +67,8 @@ def make_config(
             "keepalive_seconds": 5,
             "reconnect_min_seconds": 0.2,
             "reconnect_max_seconds": 1.0,
+            # Never the user's real state directory: leftovers would be re-sent later.
+            "outbox": {"directory": str(tmp_path / "outbox")},
         },
         "output": {"json_lines": True},
         "log_level": "INFO",
