@@ -372,6 +372,7 @@ class Daemon:
     def snapshot(self) -> Snapshot:
         """The counters of every stage, for status lines and the health topic."""
         assert self.worker is not None and self.source is not None
+        published = self.publisher.stats() if self.publisher is not None else None
         return Snapshot(
             state=self.health_state,
             detail=self.health_detail,
@@ -380,6 +381,8 @@ class Daemon:
             lost_frames=self.ring.lost_frames if self.ring is not None else 0,
             source_restarts=self.source_restarts,
             mqtt_connected=self.publisher.connected if self.publisher is not None else None,
+            outbox_pending=published.outbox_pending if published is not None else 0,
+            outbox_dropped=published.outbox_dropped if published is not None else 0,
         )
 
     def _shutdown(self) -> None:

@@ -25,6 +25,8 @@ class Snapshot:
     lost_frames: int
     source_restarts: int
     mqtt_connected: bool | None  # None when MQTT is off
+    outbox_pending: int = 0
+    outbox_dropped: int = 0
 
     def status_text(self) -> str:
         w, s = self.worker, self.source
@@ -45,6 +47,7 @@ class Snapshot:
         ]
         if self.mqtt_connected is not None:
             parts.append(f"mqtt={'up' if self.mqtt_connected else 'down'}")
+            parts.append(f"outbox={self.outbox_pending} outbox_dropped={self.outbox_dropped}")
         return " ".join(parts)
 
     def payload(self, source_id: str, now: datetime | None = None) -> str:
@@ -65,6 +68,8 @@ class Snapshot:
             "lost_frames": self.lost_frames,
             "input_overflows": s.overflows,
             "source_restarts": self.source_restarts,
+            "outbox_pending": self.outbox_pending,
+            "outbox_dropped": self.outbox_dropped,
         }
         return json.dumps(body, separators=(",", ":"))
 
