@@ -212,7 +212,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from monitor.bench import run_bench
 
-    return run_bench(args)
+    code: int = run_bench(args)
+    return code
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
