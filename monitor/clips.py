@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,8 @@ def find_audio_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def load_clip(path: Path) -> Clip:
-    """Decode any format libsndfile reads; SourceError with the reason when it cannot be used."""
+def open_sound_file(path: Path) -> Any:
+    """Open an audio file with soundfile; SourceError naming the file and the reason."""
     import soundfile as sf
 
     if not path.exists():
@@ -72,9 +73,25 @@ def load_clip(path: Path) -> Clip:
     if path.is_dir():
         raise SourceError(f"{path}: is a directory")
     try:
-        data, rate_hz = sf.read(str(path), dtype="float32", always_2d=True)
+        handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         raise SourceError(f"{path}: cannot decode ({err})") from err
+    if handle.frames == 0 or handle.samplerate <= 0:
+        handle.close()
+        raise SourceError(f"{path}: contains no audio (0 samples)")
+    return handle
+
+
+def load_clip(path: Path) -> Clip:
+    """Decode any format libsndfile reads; SourceError with the reason when it cannot be used."""
+    import soundfile as sf
+
+    with open_sound_file(path) as handle:
+        rate_hz = handle.samplerate
+        try:
+            data = handle.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+            raise SourceError(f"{path}: cannot decode ({err})") from err
     if data.shape[0] == 0:
         raise SourceError(f"{path}: contains no audio (0 samples)")
     bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))

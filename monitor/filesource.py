@@ -5,33 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+from monitor.clips import open_sound_file
 from monitor.config import FileSourceConfig
 from monitor.errors import SourceError
 from monitor.ringbuffer import RingBuffer
 from monitor.source import Source, SourceStats, StreamFormat
 
 log = logging.getLogger(__name__)
-
-
-def open_sound_file(path: Path) -> Any:
-    """Open an audio file with soundfile; SourceError with the reason when it cannot be read."""
-    import soundfile as sf
-
-    if not path.exists():
-        raise SourceError(f"audio file {path}: no such file")
-    if path.is_dir():
-        raise SourceError(f"audio file {path}: is a directory")
-    try:
-        handle = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise SourceError(f"audio file {path}: cannot decode ({err})") from err
-    if handle.frames == 0 or handle.samplerate <= 0:
-        handle.close()
-        raise SourceError(f"audio file {path}: contains no audio")
-    return handle
 
 
 class FileSource(Source):
@@ -50,7 +32,10 @@ class FileSource(Source):
         self._last_block: float | None = None
 
     def open(self) -> StreamFormat:
-        self._file = open_sound_file(self.cfg.path)
+        try:
+            self._file = open_sound_file(self.cfg.path)
+        except SourceError as err:
+            raise SourceError(f"audio file {err}") from err
         fmt = StreamFormat(
             sample_rate_hz=int(self._file.samplerate),
             channels=int(self._file.channels),
