@@ -95,6 +95,12 @@ class ModelConfig(_Strict):
         description="Windows scored in one forward pass when several are waiting.",
     )
 
+    @model_validator(mode="after")
+    def _backend_supports_precision(self) -> ModelConfig:
+        if self.backend == "onnx" and self.precision == "bf16":
+            raise ValueError("precision bf16 is for the torch backend; onnx takes fp32 or int8")
+        return self
+
 
 class _SourceCommon(_Strict):
     """What every source kind has."""

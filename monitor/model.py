@@ -1,110 +1,322 @@
-"""The CLAP boundary: loads a checkpoint with transformers, turns text and audio into embeddings."""
+"""The CLAP boundary: checkpoints loaded with torch/transformers; text and audio to embeddings."""
 
 from __future__ import annotations
 
+import argparse
+import gc
+import json
 import logging
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from monitor.config import ModelConfig
+from monitor.embedcache import (
+    CachedTextEmbedder,
+    EmbeddingCache,
+    checkpoint_identity,
+    locate_checkpoint,
+    producer_version,
+    write_json_atomic,
+)
 from monitor.errors import ModelError
+from monitor.features import MelSettings, TorchMelFeatures, check_window, limit_blas_threads
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FILES = "config.json, model.safetensors, the tokenizer and preprocessor files"
+TEXT_BATCH = 64  # prompts per text forward pass: bounds memory for very long label lists
+ONNX_FORMAT = 1  # bump when the exported graph's inputs, outputs or meaning change
+ONNX_OPSET = 18
+ONNX_PRECISIONS = ("fp32", "int8")
 
 
-class ClapRunner:
-    """A loaded CLAP checkpoint: text prompts and audio windows in, L2-normalised embeddings out.
+class ClapRunner(Protocol):
+    """What callers use of a loaded checkpoint, whichever backend runs it.
 
-    The rest of the daemon talks only to this class; torch and transformers stay behind it.
+    embed_text: (len(prompts), dim) float32 rows, L2-normalised; embed_audio: the same for
+    mono float32 windows of 1..max_samples samples at sample_rate_hz.
     """
 
-    def __init__(self, model_id: str, model: Any, processor: Any) -> None:
+    model_id: str
+    sample_rate_hz: int
+    max_samples: int
+    logit_scale: float
+    embedding_dim: int
+
+    def embed_text(self, prompts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class TorchClapRunner:
+    """The audio tower of a CLAP checkpoint in torch; the text tower only while prompts miss
+    the embedding cache (it is dropped again when scoring starts)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        audio_model: Any,
+        extractor: Any,
+        settings: MelSettings | None,
+        text: CachedTextEmbedder,
+        text_encoder: _TorchTextEncoder,
+        *,
+        logit_scale: float,
+        precision: str,
+        max_batch: int,
+    ) -> None:
         self.model_id = model_id
-        self._model = model
-        self._tokenizer = processor.tokenizer
-        self._feature_extractor = processor.feature_extractor
-        self.sample_rate_hz: int = int(self._feature_extractor.sampling_rate)
-        self.max_samples: int = int(self._feature_extractor.nb_max_samples)
-        self.logit_scale: float = float(model.logit_scale_a.detach().exp())
-        self.embedding_dim: int = int(model.config.projection_dim)
-        # Text is embedded at start on one thread and audio on the worker thread; the lock keeps
-        # two forward passes from ever sharing the model at once.
+        self.precision = precision
+        self._model = audio_model
+        # The checkpoint's extractor is kept for the fused architecture (4 stacked crops) only.
+        self._extractor = extractor
+        self._features = TorchMelFeatures(settings) if settings is not None else None
+        self._text = text
+        self._text_encoder = text_encoder
+        self.sample_rate_hz: int = int(extractor.sampling_rate)
+        self.max_samples: int = int(extractor.nb_max_samples)
+        self.logit_scale: float = logit_scale
+        self.embedding_dim: int = int(audio_model.config.projection_dim)
+        self.max_batch = max_batch
+        # Audio may come from several threads (the worker, an eval pool): one forward pass at
+        # a time keeps torch's intra-op threads from being oversubscribed.
         self._lock = threading.Lock()
 
     def embed_text(self, prompts: Sequence[str]) -> np.ndarray:
         """Embed text prompts: (len(prompts), dim) float32, each row L2-normalised."""
-        if isinstance(prompts, str):
-            raise TypeError("embed_text takes a sequence of prompts, not a single string")
-        if len(prompts) == 0:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        import torch
+        return self._text(prompts)
 
-        inputs = self._tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt")
+    def audio_features(self, windows: Sequence[np.ndarray]) -> dict[str, Any]:
+        """The model's inputs for checked windows (input_features as the extractor makes them)."""
+        batch = [
+            check_window(i, w, self.max_samples, self.sample_rate_hz) for i, w in enumerate(windows)
+        ]
+        if self._features is not None:
+            return {"input_features": self._features(batch)}
+        extracted = self._extractor(batch, sampling_rate=self.sample_rate_hz, return_tensors="pt")
+        return {"input_features": extracted["input_features"], "is_longer": extracted["is_longer"]}
+
+    def embed_audio_features(self, features: dict[str, Any]) -> np.ndarray:
+        """Embeddings of audio_features() output: (n, dim) float32, L2-normalised."""
+        import torch
+        import torch.nn.functional as F
+
+        self._text_encoder.release()  # scoring has started: the prompts are embedded by now
         with self._lock, torch.inference_mode():
-            output = self._model.get_text_features(**inputs)
-            return _normalised_numpy(output)
+            output = self._model(**features).audio_embeds
+            result: np.ndarray = F.normalize(output.float(), dim=-1).numpy()
+        return result
 
     def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed mono float32 windows at sample_rate_hz in one batch: (len(windows), dim) float32.
+        """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
 
         Each window must hold 1..max_samples samples: the checkpoint's extractor would crop a
-        longer one at a random offset, so scores would no longer be reproducible.
+        longer one at a random offset, so scores would no longer be reproducible. At most
+        max_batch windows go through the model at once (memory on small devices).
         """
         if len(windows) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        batch = [self._checked_window(i, window) for i, window in enumerate(windows)]
+        parts = [
+            self.embed_audio_features(self.audio_features(windows[start : start + self.max_batch]))
+            for start in range(0, len(windows), self.max_batch)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _TorchTextEncoder:
+    """The checkpoint's text tower and tokenizer, loaded on first use and dropped on release()."""
+
+    def __init__(self, cfg: ModelConfig, source: str, revision: str) -> None:
+        self._cfg = cfg
+        self._source = source
+        self._revision = revision
+        self._loaded: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, prompts: Sequence[str]) -> np.ndarray:
         import torch
+        import torch.nn.functional as F
 
-        # Called exactly as the zero-shot-audio-classification pipeline calls the extractor.
-        features = self._feature_extractor(
-            batch, sampling_rate=self.sample_rate_hz, return_tensors="pt"
-        ).to(self._model.dtype)
-        with self._lock, torch.inference_mode():
-            output = self._model.get_audio_features(**features)
-            return _normalised_numpy(output)
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            model, tokenizer = self._loaded
+            rows = []
+            for start in range(0, len(prompts), TEXT_BATCH):
+                chunk = list(prompts[start : start + TEXT_BATCH])
+                inputs = tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
+                with torch.inference_mode():
+                    embeds = model(**inputs).text_embeds
+                    rows.append(F.normalize(embeds.float(), dim=-1).numpy())
+            return np.concatenate(rows).astype(np.float32, copy=False)
 
-    def _checked_window(self, index: int, window: np.ndarray) -> np.ndarray:
-        samples = np.asarray(window, dtype=np.float32)
-        if samples.ndim != 1:
-            raise ValueError(f"window {index}: expected mono samples, got shape {samples.shape}")
-        if samples.size == 0:
-            raise ValueError(f"window {index}: no samples")
-        if samples.size > self.max_samples:
-            raise ValueError(
-                f"window {index}: {samples.size} samples is longer than the model's "
-                f"{self.max_samples} ({self.max_samples / self.sample_rate_hz:g} s at "
-                f"{self.sample_rate_hz} Hz)"
-            )
-        if not np.isfinite(samples).all():
-            raise ValueError(f"window {index}: contains NaN or infinite samples")
-        return samples
+    def _load(self) -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+        started = time.monotonic()
+        try:
+            with _quiet_transformers():
+                loaded: Any = ClapTextModelWithProjection.from_pretrained(
+                    self._source,
+                    revision=self._revision,
+                    dtype=torch.float32,
+                    output_loading_info=True,
+                )
+                tokenizer = AutoTokenizer.from_pretrained(self._source, revision=self._revision)
+            model, info = loaded
+        except Exception as err:
+            raise ModelError(_load_error_message(self._cfg, self._source, err)) from err
+        _check_complete(self._cfg, "text", info)
+        model.eval()
+        logger.info("loaded the text tower to embed prompts (%.2f s)", time.monotonic() - started)
+        return model, tokenizer
+
+    def release(self) -> None:
+        """Drop the text tower (its memory goes back once no prompt needs embedding)."""
+        if self._loaded is None:
+            return
+        with self._lock:
+            self._loaded = None
+        gc.collect()
+        logger.debug("released the text tower")
 
 
-def _normalised_numpy(output: Any) -> np.ndarray:
-    """The pooled, projected features of a get_*_features call as L2-normalised float32 numpy."""
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers below errors: the load report lists every weight of the other
+    tower as unexpected, which is exactly what loading one tower means."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def _check_complete(cfg: ModelConfig, tower: str, info: dict[str, Any]) -> None:
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ModelError(
+            f"cannot load CLAP model {cfg.name!r}: the checkpoint lacks {tower} weights "
+            f"({', '.join(missing[:3])}{more}); is it a CLAP checkpoint?"
+        )
+
+
+def read_logit_scale(directory: Path) -> float:
+    """exp(logit_scale_a) of the checkpoint in `directory`, read from its weights file without
+    building the model (the audio tower alone does not hold it). KeyError if absent."""
     import torch
-    import torch.nn.functional as F
 
-    # transformers 5 returns a ModelOutput whose pooler_output holds the projection; older
-    # releases returned the tensor itself.
-    features = output if isinstance(output, torch.Tensor) else output.pooler_output
-    result: np.ndarray = F.normalize(features.float(), dim=-1).cpu().numpy()
-    return result
+    key = "logit_scale_a"
+    single = directory / "model.safetensors"
+    index = directory / "model.safetensors.index.json"
+    if single.is_file() or index.is_file():
+        path = single
+        if not single.is_file():
+            path = directory / json.loads(index.read_text(encoding="utf-8"))["weight_map"][key]
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as weights:
+            value = weights.get_tensor(key)
+    else:
+        state = torch.load(
+            directory / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True
+        )
+        value = state[key]
+    # exp in float32 by torch, exactly as ClapModel computes the pipeline's logit scale.
+    return float(value.float().exp().reshape(-1)[0])
+
+
+def _checkpoint_dir(cfg: ModelConfig, source: str) -> Path:
+    """The local directory of the (now downloaded) checkpoint files."""
+    directory = locate_checkpoint(source, cfg.revision)
+    if directory is None:
+        raise ModelError(
+            f"cannot load CLAP model {cfg.name!r}: its files are not in the Hugging Face cache "
+            "after loading; set model.name to a local directory holding the checkpoint"
+        )
+    return directory
+
+
+def _logit_scale(cfg: ModelConfig, directory: Path) -> float:
+    try:
+        return read_logit_scale(directory)
+    except (KeyError, OSError, ValueError) as err:
+        raise ModelError(
+            f"cannot load CLAP model {cfg.name!r}: no logit_scale_a in its weights ({err!r}); "
+            "is it a CLAP checkpoint?"
+        ) from err
+
+
+def _load_audio_tower(cfg: ModelConfig, source: str, revision: str) -> tuple[Any, Any]:
+    """(ClapAudioModelWithProjection in eval mode, ClapFeatureExtractor) of the checkpoint."""
+    import torch
+    from transformers import ClapAudioModelWithProjection, ClapFeatureExtractor
+
+    try:
+        with _quiet_transformers():
+            # The weights first: their loader's errors tell "offline" from "no such repo".
+            loaded: Any = ClapAudioModelWithProjection.from_pretrained(
+                source, revision=revision, dtype=torch.float32, output_loading_info=True
+            )
+            extractor: Any = ClapFeatureExtractor.from_pretrained(source, revision=revision)
+        model, info = loaded
+    except Exception as err:
+        raise ModelError(_load_error_message(cfg, source, err)) from err
+    _check_complete(cfg, "audio", info)
+    model.eval()
+    return model, extractor
+
+
+def _with_precision(model: Any, precision: str) -> Any:
+    """The audio tower with its weights in `precision`; inputs and outputs stay float32."""
+    import torch
+
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+        # The batch norm sees raw decibels (about -100..+20) where bfloat16 steps are 0.25 dB;
+        # it stays float32 and hands bfloat16 to the rest (more accurate and, here, faster).
+        norm = model.audio_model.audio_encoder.batch_norm.float()
+        norm.register_forward_hook(lambda _module, _inputs, output: output.to(torch.bfloat16))
+    elif precision == "int8":
+        with warnings.catch_warnings():
+            # torch.ao.quantization warns that it moves to torchao; it works on this torch.
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+    return model
 
 
 def load_clap(cfg: ModelConfig) -> ClapRunner:
-    """Load the configured CLAP checkpoint; ModelError says how to provide missing weights."""
-    source = _resolve_source(cfg)  # before the slow imports: a wrong path fails at once
+    """Load the configured CLAP checkpoint; ModelError says how to provide missing weights.
+
+    backend "torch": the audio tower in this process (the text tower only for prompts missing
+    from the embedding cache); backend "onnx": see monitor.onnx_backend (never imports torch).
+    """
+    if cfg.backend == "onnx":
+        from monitor.onnx_backend import load_onnx_runner
+
+        return load_onnx_runner(cfg)
+    return load_torch_runner(cfg)
+
+
+def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
+    source = resolve_source(cfg)  # before the slow imports: a wrong path fails at once
     import torch
-    from transformers import ClapModel, ClapProcessor
     from transformers.utils import logging as hf_logging
 
     if not sys.stderr.isatty():
@@ -113,18 +325,37 @@ def load_clap(cfg: ModelConfig) -> ClapRunner:
     started = time.monotonic()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    limit_blas_threads(1)
     revision = cfg.revision if cfg.revision is not None else "main"  # transformers' default
-    try:
-        model: Any = ClapModel.from_pretrained(source, revision=revision)
-        processor: Any = ClapProcessor.from_pretrained(source, revision=revision)
-    except Exception as err:
-        raise ModelError(_load_error_message(cfg, source, err)) from err
-    model.eval()
-    runner = ClapRunner(cfg.name, model, processor)
+    model, extractor = _load_audio_tower(cfg, source, revision)
+    directory = _checkpoint_dir(cfg, source)
+    logit_scale = _logit_scale(cfg, directory)
     parameters = sum(p.numel() for p in model.parameters())
-    logger.info(
-        "loaded CLAP model %s: %d parameters, %d-d embeddings, %d torch threads, %.2f s",
+    model = _with_precision(model, cfg.precision)
+    try:
+        settings: MelSettings | None = MelSettings.from_extractor(extractor.to_dict())
+    except ValueError as err:
+        logger.info("features by the checkpoint's own extractor: %s", err)
+        settings = None
+    cache = EmbeddingCache.open(cfg.cache_dir)
+    identity = checkpoint_identity(cfg.name, cfg.revision, directory)
+    encoder = _TorchTextEncoder(cfg, source, revision)
+    text = CachedTextEmbedder(cache, identity, encoder, int(model.config.projection_dim))
+    runner = TorchClapRunner(
         cfg.name,
+        model,
+        extractor,
+        settings,
+        text,
+        encoder,
+        logit_scale=logit_scale,
+        precision=cfg.precision,
+        max_batch=cfg.max_batch,
+    )
+    logger.info(
+        "loaded CLAP audio tower %s (%s): %d parameters, %d-d embeddings, %d torch threads, %.2f s",
+        cfg.name,
+        cfg.precision,
         parameters,
         runner.embedding_dim,
         torch.get_num_threads(),
@@ -133,12 +364,168 @@ def load_clap(cfg: ModelConfig) -> ClapRunner:
     return runner
 
 
+def _normalised_tower(model: Any) -> Any:
+    """The graph to export: features in, L2-normalised embeddings out."""
+    import torch
+    import torch.nn.functional as F
+
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.model(input_features=input_features).audio_embeds, dim=-1)
+
+    return Tower().eval()
+
+
+def onnx_file_names(precision: str) -> tuple[str, str]:
+    """(model file, metadata file) of an export, inside the checkpoint's artefact directory."""
+    stem = f"audio-v{ONNX_FORMAT}-{precision}"
+    return f"{stem}.onnx", f"{stem}.json"
+
+
+def export_onnx(cfg: ModelConfig, out_dir: Path | None = None) -> Path:
+    """Export the audio tower (features -> normalised embedding) to ONNX once, quantised for
+    precision int8, into out_dir or the cache; returns the .onnx path (metadata beside it).
+
+    Imports torch: the onnx backend runs it in a helper process (python -m monitor.model).
+    """
+    if cfg.precision not in ONNX_PRECISIONS:
+        raise ModelError(f"model.precision {cfg.precision} is not available with backend onnx")
+    source = resolve_source(cfg)
+    import torch
+
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    revision = cfg.revision if cfg.revision is not None else "main"
+    model, extractor = _load_audio_tower(cfg, source, revision)
+    directory = _checkpoint_dir(cfg, source)
+    try:
+        settings = MelSettings.from_extractor(extractor.to_dict())
+    except ValueError as err:
+        raise ModelError(f"cannot export CLAP model {cfg.name!r} to ONNX: {err}") from err
+    if out_dir is None:
+        identity = checkpoint_identity(cfg.name, cfg.revision, directory)
+        out_dir = EmbeddingCache.open(cfg.cache_dir).artefact_dir(identity)
+        if out_dir is None:
+            raise ModelError(f"cannot export CLAP model {cfg.name!r}: the cache is not writable")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": ONNX_FORMAT,
+        "model_id": cfg.name,
+        "revision": cfg.revision,
+        "checkpoint": str(directory),
+        "embedding_dim": int(model.config.projection_dim),
+        "logit_scale": _logit_scale(cfg, directory),
+        "features": settings.to_dict(),
+        "torch": torch.__version__,
+        "producer": producer_version(),
+    }
+    fp32_name, fp32_meta = onnx_file_names("fp32")
+    fp32_path = out_dir / fp32_name
+    if not (fp32_path.is_file() and (out_dir / fp32_meta).is_file()):
+        started = time.monotonic()
+        try:
+            _export_graph(model, settings, fp32_path)
+        except ImportError as err:  # the exporter needs onnx and onnxscript
+            raise ModelError(
+                f"cannot export CLAP model {cfg.name!r} to ONNX: {err}; "
+                "pip install 'audio-monitor[onnx]'"
+            ) from err
+        write_json_atomic(out_dir / fp32_meta, {**metadata, "precision": "fp32"})
+        logger.info(
+            "exported the audio tower to %s (%.1f s)", fp32_path, time.monotonic() - started
+        )
+    if cfg.precision == "fp32":
+        return fp32_path
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    name, meta = onnx_file_names(cfg.precision)
+    with tempfile.TemporaryDirectory(dir=out_dir) as work:
+        staged = Path(work) / name
+        quantize_dynamic(fp32_path, staged, weight_type=QuantType.QInt8)
+        staged.replace(out_dir / name)
+    write_json_atomic(out_dir / meta, {**metadata, "precision": cfg.precision})
+    logger.info("quantised the audio tower to int8: %s", out_dir / name)
+    return out_dir / name
+
+
+def _export_graph(model: Any, settings: MelSettings, path: Path) -> None:
+    import torch
+
+    tower = _normalised_tower(model)
+    # Two windows of plausible decibels: batch 1 would let the exporter fix the batch size.
+    example = torch.linspace(-90.0, 10.0, 2 * settings.frames * settings.mel_bins)
+    example = example.reshape(2, 1, settings.frames, settings.mel_bins)
+    batch = torch.export.Dim("batch", min=1, max=256)
+    with tempfile.TemporaryDirectory(dir=path.parent) as work:
+        staged = Path(work) / path.name
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                tower,
+                (example,),
+                str(staged),
+                input_names=["input_features"],
+                output_names=["embeddings"],
+                dynamic_shapes={"input_features": {0: batch}},
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        staged.replace(path)
+
+
+def embed_prompts(cfg: ModelConfig, prompts: Sequence[str]) -> np.ndarray:
+    """Embed prompts with the text tower alone, no cache (the onnx backend's helper)."""
+    source = resolve_source(cfg)
+    revision = cfg.revision if cfg.revision is not None else "main"
+    if cfg.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    return _TorchTextEncoder(cfg, source, revision)(prompts)
+
+
+def _helper_main(argv: Sequence[str]) -> int:
+    """`python -m monitor.model export|embed-text`: the torch work of the onnx backend, in a
+    process of its own so that the daemon itself never imports torch."""
+    parser = argparse.ArgumentParser(prog="python -m monitor.model")
+    parser.add_argument("command", choices=("export", "embed-text"))
+    parser.add_argument("--config", required=True, help="ModelConfig as JSON")
+    parser.add_argument("--result", required=True, type=Path, help="JSON result file")
+    parser.add_argument("--out-dir", type=Path, help="export: directory instead of the cache")
+    parser.add_argument("--prompts", type=Path, help="embed-text: JSON list of prompts")
+    parser.add_argument("--embeddings", type=Path, help="embed-text: output .npy")
+    args = parser.parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    cfg = ModelConfig.model_validate_json(args.config)
+    try:
+        if args.command == "export":
+            path = export_onnx(cfg, args.out_dir)
+            result: dict[str, Any] = {"onnx": str(path)}
+        else:
+            prompts = json.loads(args.prompts.read_text(encoding="utf-8"))
+            np.save(args.embeddings, embed_prompts(cfg, prompts))
+            result = {"embeddings": str(args.embeddings)}
+    except ModelError as err:
+        result = {"error": str(err)}
+    args.result.write_text(json.dumps(result), encoding="utf-8")
+    return 0 if "error" not in result else 1
+
+
 def _looks_like_path(name: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else can only be meant as a directory.
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
 
 
-def _resolve_source(cfg: ModelConfig) -> str:
+def resolve_source(cfg: ModelConfig) -> str:
     """The argument for from_pretrained: a local directory if there is one, else the hub id."""
     path = Path(cfg.name).expanduser()
     if path.is_dir():
@@ -229,3 +616,7 @@ def _load_error_message(cfg: ModelConfig, source: str, err: BaseException) -> st
             "check model.name and model.revision"
         )
     return f"{head}: {_first_line(err)}; {elsewhere}"
+
+
+if __name__ == "__main__":
+    sys.exit(_helper_main(sys.argv[1:]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from monitor.config import LabelSetConfig, ModelConfig
-from monitor.model import ClapRunner, load_clap
+from monitor.model import ClapRunner, TorchClapRunner, load_clap, read_logit_scale
 from monitor.scoring import LabelSetScorer
 from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
 
@@ -53,8 +54,13 @@ LABEL_LISTS = {
 
 
 @pytest.fixture(scope="module")
-def runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_clap_dir: Path, cache_dir: Path) -> ClapRunner:
+    return load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +310,137 @@ def test_directory_without_processor_files(missing_weights: Any) -> None:
     assert result["error"] == "ModelError"
     assert "\n" not in result["message"]
     assert "incomplete" in result["message"]
+
+
+# --- The fast path: audio tower only, cached label embeddings, precisions --------------------
+
+
+def test_runner_holds_the_audio_tower_only(runner: ClapRunner) -> None:
+    from transformers import ClapAudioModelWithProjection
+
+    assert isinstance(runner, TorchClapRunner)
+    assert isinstance(runner._model, ClapAudioModelWithProjection)
+    assert not hasattr(runner._model, "text_model")
+
+
+def test_logit_scale_is_read_from_the_weights_file(tiny_clap_dir: Path) -> None:
+    from transformers import ClapModel
+
+    full: Any = ClapModel.from_pretrained(str(tiny_clap_dir))
+    assert read_logit_scale(tiny_clap_dir) == float(full.logit_scale_a.detach().exp())
+
+
+def test_embeddings_equal_the_reference_feature_extractor(
+    runner: ClapRunner, tiny_clap_dir: Path
+) -> None:
+    import torch
+    from transformers import ClapModel, ClapProcessor
+
+    model: Any = ClapModel.from_pretrained(str(tiny_clap_dir))
+    model.eval()
+    processor: Any = ClapProcessor.from_pretrained(str(tiny_clap_dir))
+    windows = list(WINDOWS.values())
+    inputs = processor.feature_extractor(windows, sampling_rate=RATE_HZ, return_tensors="pt")
+    with torch.inference_mode():
+        reference = model.get_audio_features(**inputs).pooler_output.numpy()
+    ours = runner.embed_audio(windows)
+    cosines = (ours * reference).sum(axis=1)
+    print(f"torch features vs ClapFeatureExtractor: embedding cosines {cosines}")
+    assert float(np.abs(1.0 - cosines).max()) < 1e-5
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_label_embeddings_come_from_the_cache(
+    runner: ClapRunner, tiny_clap_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = ["This is a sound of doorbell.", "This is a sound of car horn."]
+    first = runner.embed_text(prompts)
+    assert list((cache_dir / "text").glob("*.npz"))
+    with caplog.at_level(logging.INFO, logger="monitor"):
+        later = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+        again = later.embed_text(prompts)
+    np.testing.assert_array_equal(again, first)
+    assert not any("text tower" in r.getMessage() for r in caplog.records)
+
+
+def test_text_tower_is_loaded_on_a_miss_and_dropped_when_scoring_starts(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    fresh = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path))
+    assert isinstance(fresh, TorchClapRunner)
+    assert fresh._text_encoder._loaded is None  # not even loaded at start
+    fresh.embed_text(["This is a sound of rain."])
+    assert fresh._text_encoder._loaded is not None
+    fresh.embed_audio([WINDOWS["noise_1s"]])
+    assert fresh._text_encoder._loaded is None
+    # A prompt seen only now loads it again.
+    assert fresh.embed_text(["This is a sound of siren."]).shape == (1, PROJECTION_DIM)
+
+
+def test_padding_to_longer_prompts_does_not_change_an_embedding(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    prompts = ["This is a sound of dog barking.", "the quick brown fox jumps over the lazy dog"]
+    together = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path / "a"))
+    alone = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path / "b"))
+    np.testing.assert_allclose(
+        alone.embed_text(prompts[:1])[0], together.embed_text(prompts)[0], atol=1e-5
+    )
+
+
+def test_unwritable_cache_is_not_an_error(
+    tiny_clap_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        uncached = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=blocker / "cache"))
+        text = uncached.embed_text(["This is a sound of rain."])
+    assert text.shape == (1, PROJECTION_DIM)
+    assert any("not writable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("precision", "min_cosine"), [("bf16", 0.999), ("int8", 0.99)])
+def test_lower_precisions_agree_with_fp32(
+    runner: ClapRunner, tiny_clap_dir: Path, cache_dir: Path, precision: str, min_cosine: float
+) -> None:
+    cfg = ModelConfig.model_validate(
+        {"name": str(tiny_clap_dir), "cache_dir": str(cache_dir), "precision": precision}
+    )
+    lower = load_clap(cfg)
+    windows = list(WINDOWS.values())
+    embeddings = lower.embed_audio(windows)
+    assert embeddings.shape == (len(windows), PROJECTION_DIM)
+    assert embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    cosines = (embeddings * runner.embed_audio(windows)).sum(axis=1)
+    print(f"{precision} vs fp32 cosine on the tiny model: {cosines}")
+    assert cosines.min() > min_cosine
+    assert lower.logit_scale == runner.logit_scale
+
+
+def test_max_batch_splits_a_long_batch(tiny_clap_dir: Path, cache_dir: Path) -> None:
+    windows = [*WINDOWS.values(), WINDOWS["noise_1s"] * 0.5]
+    small = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=3))
+    large = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=8))
+    np.testing.assert_allclose(small.embed_audio(windows), large.embed_audio(windows), atol=1e-5)
+
+
+def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import ClapConfig, ClapModel
+
+    fused = tmp_path / "fused"
+    config: Any = ClapConfig.from_pretrained(str(tiny_clap_dir))
+    config.audio_config.enable_fusion = True
+    torch.manual_seed(0)
+    ClapModel(config).save_pretrained(str(fused))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_clap_dir / name, fused)
+    processor = json.loads((tiny_clap_dir / "processor_config.json").read_text(encoding="utf-8"))
+    processor["feature_extractor"]["truncation"] = "fusion"
+    (fused / "processor_config.json").write_text(json.dumps(processor), encoding="utf-8")
+    fused_runner = load_clap(ModelConfig(name=str(fused), cache_dir=tmp_path / "cache"))
+    embeddings = fused_runner.embed_audio([WINDOWS["noise_1s"], WINDOWS["chirp_10s"]])
+    assert embeddings.shape == (2, PROJECTION_DIM)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)

@@ -1,0 +1,303 @@
+"""The audio tower in ONNX Runtime, so that the daemon scores without ever importing torch.
+
+Everything torch computes is computed once and cached (monitor.embedcache): the exported
+audio tower (per checkpoint and precision) with its feature settings and logit scale, and
+the label embeddings. On a cache miss a helper process (`python -m monitor.model`) does the
+torch work and exits, so even a cold start leaves no torch in this process; a warm start
+spawns nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitor.config import ModelConfig
+from monitor.embedcache import (
+    CachedTextEmbedder,
+    CheckpointIdentity,
+    EmbeddingCache,
+    checkpoint_identity,
+    locate_checkpoint,
+)
+from monitor.errors import ConfigError, ModelError
+from monitor.features import MelSettings, NumpyMelFeatures, check_window, limit_blas_threads
+from monitor.model import ONNX_FORMAT, ONNX_PRECISIONS, onnx_file_names, resolve_source
+
+logger = logging.getLogger(__name__)
+
+# A first export of the full-size tower takes about a minute on a desktop CPU; give a slow
+# single-board computer plenty more before calling it hung.
+HELPER_TIMEOUT_SECONDS = 3600.0
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class OnnxClapRunner:
+    """The exported audio tower in ONNX Runtime with numpy features; label embeddings come
+    from the cache (or, once, from the torch helper process)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        session: Any,
+        metadata: dict[str, Any],
+        text: CachedTextEmbedder,
+        *,
+        max_batch: int,
+        model_path: Path | None,
+    ) -> None:
+        self.model_id = model_id
+        self.precision = str(metadata["precision"])
+        self.model_path = model_path
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._text = text
+        settings = MelSettings.from_dict(metadata["features"])
+        self._features = NumpyMelFeatures(settings)
+        self.sample_rate_hz: int = settings.sample_rate_hz
+        self.max_samples: int = settings.max_samples
+        self.logit_scale: float = float(metadata["logit_scale"])
+        self.embedding_dim: int = int(metadata["embedding_dim"])
+        self.max_batch = max_batch
+
+    def embed_text(self, prompts: Sequence[str]) -> np.ndarray:
+        """Embed text prompts: (len(prompts), dim) float32, each row L2-normalised."""
+        return self._text(prompts)
+
+    def audio_features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """The model's input features of checked windows: (n, 1, frames, mel bins) float32."""
+        batch = [
+            check_window(i, w, self.max_samples, self.sample_rate_hz) for i, w in enumerate(windows)
+        ]
+        return self._features(batch)
+
+    def embed_audio_features(self, features: np.ndarray) -> np.ndarray:
+        """Embeddings of audio_features() output: (n, dim) float32, L2-normalised."""
+        (output,) = self._session.run(None, {self._input: features})
+        embeddings = np.asarray(output, dtype=np.float32)
+        # The graph normalises already; again here so int8 rounding cannot leave |e| != 1.
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        out: np.ndarray = embeddings / np.maximum(norms, 1e-12)
+        return out
+
+    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
+
+        Each window must hold 1..max_samples samples (see ClapRunner).
+        """
+        if len(windows) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        parts = [
+            self.embed_audio_features(self.audio_features(windows[start : start + self.max_batch]))
+            for start in range(0, len(windows), self.max_batch)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def run_torch_helper(
+    command: str, cfg: ModelConfig, work: Path, *extra: str, timeout_seconds: float | None = None
+) -> dict[str, Any]:
+    """Run `python -m monitor.model <command>` and return its JSON result; ModelError if it
+    reports one or fails. The helper is killed if this thread is interrupted (stop signal)."""
+    result_path = work / "result.json"
+    argv = [sys.executable, "-m", "monitor.model", command, "--config", cfg.model_dump_json()]
+    argv += ["--result", str(result_path), *extra]
+    env = dict(os.environ)
+    # The helper must import this very package, installed or not.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    timeout = HELPER_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
+    head = f"cannot prepare CLAP model {cfg.name!r} for ONNX Runtime"
+    try:
+        proc = subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ModelError(f"{head}: the torch helper ({command}) took over {timeout:g} s") from err
+    except OSError as err:
+        raise ModelError(f"{head}: cannot start the torch helper ({err})") from err
+    for line in proc.stderr.splitlines():
+        logger.debug("torch helper: %s", line)
+    try:
+        result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+        raise ModelError(f"{head}: the torch helper ({command}) failed: {last}") from None
+    if "error" in result:
+        raise ModelError(str(result["error"]))
+    return result
+
+
+class _HelperTextEncoder:
+    """Prompts embedded by the checkpoint's text tower in the torch helper process."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self._cfg = cfg
+
+    def __call__(self, prompts: Sequence[str]) -> np.ndarray:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="audio-monitor-text-") as name:
+            work = Path(name)
+            (work / "prompts.json").write_text(json.dumps(list(prompts)), encoding="utf-8")
+            out = work / "embeddings.npy"
+            run_torch_helper(
+                "embed-text",
+                self._cfg,
+                work,
+                "--prompts",
+                str(work / "prompts.json"),
+                "--embeddings",
+                str(out),
+            )
+            embeddings = np.load(out, allow_pickle=False)
+        logger.info(
+            "embedded %d prompt(s) in the torch helper process (%.1f s)",
+            len(prompts),
+            time.monotonic() - started,
+        )
+        return np.asarray(embeddings, dtype=np.float32)
+
+
+def _identity(cfg: ModelConfig) -> CheckpointIdentity | None:
+    directory = locate_checkpoint(cfg.name, cfg.revision)
+    return None if directory is None else checkpoint_identity(cfg.name, cfg.revision, directory)
+
+
+def _read_metadata(path: Path) -> dict[str, Any] | None:
+    try:
+        metadata: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    wanted = ("format", "precision", "features", "logit_scale", "embedding_dim")
+    if not all(key in metadata for key in wanted) or metadata["format"] != ONNX_FORMAT:
+        return None
+    return metadata
+
+
+def cached_export(cfg: ModelConfig, cache: EmbeddingCache) -> tuple[Path, dict[str, Any]] | None:
+    """(model file, metadata) of a finished export of this checkpoint and precision, if any."""
+    identity = _identity(cfg)
+    directory = None if identity is None else cache.artefact_dir(identity)
+    if directory is None:
+        return None
+    model_name, meta_name = onnx_file_names(cfg.precision)
+    metadata = _read_metadata(directory / meta_name)
+    if metadata is None or not (directory / model_name).is_file():
+        return None
+    return directory / model_name, metadata
+
+
+def _session(path: Path, cfg: ModelConfig) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.torch_threads  # 0: one per physical core
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: warnings about folded initialisers are noise
+    # Spinning workers wait out the idle time between windows on the CPU: measured here, ~35 ms
+    # of CPU per window saved for ~10 % more latency - the better trade for an always-on
+    # service on a small, shared CPU.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _export(cfg: ModelConfig, out_dir: Path | None) -> Path:
+    logger.info(
+        "exporting the audio tower of %s (%s) to ONNX %s, in a torch helper process; "
+        "on a small CPU this can take minutes",
+        cfg.name,
+        cfg.precision,
+        "once" if out_dir is None else "(no cache: at every start)",
+    )
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="audio-monitor-export-") as work:
+        extra = () if out_dir is None else ("--out-dir", str(out_dir))
+        result = run_torch_helper("export", cfg, Path(work), *extra)
+    logger.info("exported in %.1f s: %s", time.monotonic() - started, result["onnx"])
+    return Path(result["onnx"])
+
+
+def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
+    """The onnx backend's runner: cached export (made on first use), cached label embeddings."""
+    if cfg.precision not in ONNX_PRECISIONS:
+        raise ConfigError(
+            f"model.precision: {cfg.precision} is not available with model.backend onnx "
+            f"(use {' or '.join(ONNX_PRECISIONS)})"
+        )
+    resolve_source(cfg)  # a wrong path fails at once, with the torch backend's message
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ModelError(
+            "model.backend onnx needs ONNX Runtime: pip install 'audio-monitor[onnx]'"
+        ) from err
+    started = time.monotonic()
+    limit_blas_threads(1)
+    cache = EmbeddingCache.open(cfg.cache_dir)
+    found = cached_export(cfg, cache)
+    session: Any = None
+    if found is not None:
+        model_path: Path | None = found[0]
+        metadata = found[1]
+        try:
+            session = _session(found[0], cfg)
+        except Exception as err:  # a damaged file: export again rather than fail for good
+            logger.warning("cached ONNX model %s is unusable (%s); exporting again", found[0], err)
+            found[0].unlink(missing_ok=True)
+    if session is None:
+        with tempfile.TemporaryDirectory(prefix="audio-monitor-onnx-") as name:
+            # Without a cache the export goes to a temporary directory, is loaded, and goes.
+            exported = _export(cfg, None if cache.enabled else Path(name))
+            loaded = _read_metadata(exported.with_suffix(".json"))
+            if loaded is None:
+                raise ModelError(
+                    f"cannot load CLAP model {cfg.name!r}: the ONNX export {exported} has no "
+                    "usable metadata"
+                )
+            metadata = loaded
+            try:
+                session = _session(exported, cfg)
+            except Exception as err:
+                reason = (str(err).strip() or repr(err)).splitlines()[0]
+                raise ModelError(
+                    f"cannot load CLAP model {cfg.name!r}: ONNX Runtime rejects its export "
+                    f"{exported} ({reason})"
+                ) from err
+            model_path = exported if cache.enabled else None
+    identity = _identity(cfg)
+    text = CachedTextEmbedder(
+        cache, identity, _HelperTextEncoder(cfg), int(metadata["embedding_dim"])
+    )
+    runner = OnnxClapRunner(
+        cfg.name, session, metadata, text, max_batch=cfg.max_batch, model_path=model_path
+    )
+    logger.info(
+        "loaded CLAP audio tower %s in ONNX Runtime %s (%s): %d-d embeddings, %s threads, %.2f s",
+        cfg.name,
+        onnxruntime.__version__,
+        runner.precision,
+        runner.embedding_dim,
+        cfg.torch_threads or "default",
+        time.monotonic() - started,
+    )
+    return runner
