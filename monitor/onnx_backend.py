@@ -218,6 +218,10 @@ def _session(path: Path, cfg: ModelConfig) -> Any:
     # of CPU per window saved for ~10 % more latency - the better trade for an always-on
     # service on a small, shared CPU.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # One window shape, run forever: the arena and memory patterns only hold memory for
+    # shapes that never come (measured: 239 -> 223 MB steady RSS, same speed).
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
