@@ -314,20 +314,21 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_slow_scoring_drops_oldest_audio_and_memory_stays_flat(
-    tiny_clap_dir: Path, tiny_runner: ClapRunner, daemons: list[Running]
-) -> None:
-    # Audio arrives 20x faster than real time; each window takes 0.1 s to score, far
-    # slower than the 0.5 s hop of audio arriving every 25 ms.
+def slow_scoring_scenario(model_dir: str) -> dict[str, Any]:
+    """Audio 20x faster than real time into a 3 s ring, each window 0.1 s to score.
+
+    Run in a fresh interpreter (as the daemon is): the RSS of a long pytest process moves
+    with whatever earlier tests left in its allocator arenas.
+    """
+    runner = load_clap(ModelConfig(name=model_dir, torch_threads=1))
     source = ScriptedSource(speed=20.0)
-    slow = SlowRunner(tiny_runner, delay_seconds=0.1)
+    slow = SlowRunner(runner, delay_seconds=0.1)
     daemon = Daemon(
-        make_config(tiny_clap_dir, None, health={"capture_stall_seconds": 30.0}),
+        make_config(Path(model_dir), None, health={"capture_stall_seconds": 30.0}),
         source_factory=lambda _cfg: source,
         model_loader=lambda _cfg: slow,
     )
     run = Running(daemon)
-    daemons.append(run)
     wait_until(
         lambda: daemon.worker is not None and daemon.worker.stats().windows_scored >= 10,
         30,
@@ -341,18 +342,43 @@ def test_slow_scoring_drops_oldest_audio_and_memory_stays_flat(
     assert daemon.worker is not None and daemon.ring is not None
     stats = daemon.worker.stats()
     windower = daemon.worker.windower
+    return {
+        "rss": rss,
+        "lost_frames": daemon.ring.lost_frames,
+        "scored": stats.windows_scored,
+        "skipped": stats.windows_skipped_lagging,
+        "positions": (windower._last_end - windower.window_frames) // windower.hop_frames + 1,
+        "frames": source.stats().frames,
+        "code": run.code,
+    }
+
+
+def test_slow_scoring_drops_oldest_audio_and_memory_stays_flat(tiny_clap_dir: Path) -> None:
+    code = (
+        "import json, sys; from tests.test_supervision import slow_scoring_scenario as run; "
+        "print(json.dumps(run(sys.argv[1])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_clap_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
     # Audio was dropped at the ring buffer, and the counters agree with each other: every
     # hop position up to the newest window was either scored or counted as skipped.
-    assert daemon.ring.lost_frames > 0
-    assert stats.windows_skipped_lagging > stats.windows_scored
-    last_end = windower._last_end
-    positions = (last_end - windower.window_frames) // windower.hop_frames + 1
-    assert stats.windows_scored + stats.windows_skipped_lagging == positions
-    # 30 s of audio went through a 3 s ring buffer: memory did not follow.
-    assert source.stats().frames > 20 * RATE_HZ
-    # The first 4 s are warm-up (allocator pools, caches: one-off steps). After that, a leak
-    # of one skipped window (~200 kB at 48 kHz, ~30 skipped per second here) would add
-    # ~25 MB between the medians of the next two 4 s stretches; allocator noise is a few MB.
+    assert result["lost_frames"] > 0
+    assert result["skipped"] > result["scored"]
+    assert result["scored"] + result["skipped"] == result["positions"]
+    # ~30 s of audio went through a 3 s ring buffer: memory did not follow. The first 4 s of
+    # samples are warm-up; a leak of one skipped window (~200 kB at 48 kHz, ~30 skipped per
+    # second) would add ~25 MB between the medians of the next two 4 s stretches.
+    assert result["frames"] > 20 * RATE_HZ
+    rss = result["rss"]
     middle, last = np.median(rss[8:16]), np.median(rss[16:])
     assert last - middle < 16 * 1024 * 1024, [r // 2**20 for r in rss]
 
