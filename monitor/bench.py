@@ -33,9 +33,17 @@ from monitor.config import (
     LabelSetConfig,
     ModelConfig,
     SourceConfig,
+    looks_like_path,
 )
 from monitor.embedcache import cache_directory
-from monitor.errors import EXIT_FAILURE, EXIT_OK, ConfigError, ModelError, SourceError
+from monitor.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    ConfigError,
+    ModelError,
+    SourceError,
+    first_line,
+)
 from monitor.events import EventTracker
 from monitor.features import limit_blas_threads
 from monitor.frames import Detection, Event
@@ -125,14 +133,6 @@ TARGET_RSS_ONNX_INT8 = 0.3
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    line = text.splitlines()[0] if text else ""
-    if isinstance(err, (ConfigError, ModelError, SourceError)):
-        return line or type(err).__name__
-    return f"{type(err).__name__}: {line}" if line else type(err).__name__
 
 
 def _summary(values: Sequence[float]) -> dict[str, float] | None:
@@ -335,11 +335,6 @@ class Checkpoint:
         }
 
 
-def _looks_like_path(name: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything else can only be meant as a directory.
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-
-
 def _hub_snapshot(hub_id: str, download: bool) -> tuple[Path | None, str | None]:
     """The hub checkpoint as a local snapshot with weights, or None and why not."""
     from huggingface_hub import snapshot_download
@@ -355,7 +350,7 @@ def _hub_snapshot(hub_id: str, download: bool) -> tuple[Path | None, str | None]
     except Exception as err:  # offline, not cached, unknown repository: all mean "not usable"
         if not download:
             return None, f"{hub_id} is not in the Hugging Face cache"
-        return None, f"{hub_id} cannot be loaded ({_first_line(err)})"
+        return None, f"{hub_id} cannot be loaded ({first_line(err)})"
     if not any(folder.glob("*.safetensors")) or not (folder / "config.json").is_file():
         return None, f"the weights of {hub_id} are not in the Hugging Face cache"
     return folder, None
@@ -391,7 +386,7 @@ def find_config_dir(hub_id: str = HUB_ID) -> Path:
     except Exception as err:
         raise ModelError(
             f"no CLAP checkpoint to bench: {hub_id} is neither cached nor reachable "
-            f"({_first_line(err)}); pass --model DIR, or set {CONFIG_DIR_ENV} to a directory "
+            f"({first_line(err)}); pass --model DIR, or set {CONFIG_DIR_ENV} to a directory "
             "holding its config.json and preprocessor_config.json"
         ) from err
     if not _has_config(folder):
@@ -407,7 +402,7 @@ def resolve_checkpoint(model: str | None) -> Checkpoint:
             if not (path / "config.json").is_file():
                 raise ModelError(f"--model {model}: no config.json; not a CLAP checkpoint")
             return Checkpoint(path, "directory", False, None, None)
-        if _looks_like_path(model):
+        if looks_like_path(model):
             raise ModelError(f"--model {model}: no such directory")
     hub_id = model or HUB_ID
     # Only an explicit --model downloads; by default the bench never fetches 600 MB silently.
@@ -827,7 +822,7 @@ def measure_interleaved(
 
 def _failed(path: _TimedPath, err: BaseException) -> None:
     path.run.ok = False
-    path.run.error = _first_line(err)
+    path.run.error = first_line(err)
     path.release()
     log.warning("%s failed: %s", path.run.name, path.run.error)
 
@@ -891,7 +886,7 @@ def child_main(argv: Sequence[str]) -> int:
             result = _run_child_monitor(spec, windows)
         out = {"ok": True, **result}
     except Exception as err:
-        out = {"ok": False, "error": _first_line(err)}
+        out = {"ok": False, "error": first_line(err)}
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return EXIT_OK if out["ok"] else EXIT_FAILURE
@@ -1380,7 +1375,7 @@ def _replay_config(
     try:
         return Config.model_validate(data)
     except ValueError as err:
-        raise ConfigError(f"bench --replay-minutes: {_first_line(err)}") from err
+        raise ConfigError(f"bench --replay-minutes: {first_line(err)}") from err
 
 
 def replay_once(config: Config, audio_seconds: float) -> dict[str, Any]:
@@ -1463,7 +1458,7 @@ def run_replay(
                 log.info("replaying %.1f min through the daemon with %s", seconds / 60, name)
                 entry.update(ok=True, error=None, **replay_once(config, audio_seconds))
             except Exception as err:
-                entry.update(ok=False, error=_first_line(err))
+                entry.update(ok=False, error=first_line(err))
                 log.warning("replay with %s failed: %s", name, entry["error"])
             gc.collect()
             runs.append(entry)

@@ -33,6 +33,14 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a model or dataset name can only mean a local directory.
+
+    A hub id is "name" or "owner/name"; anything else is meant as a path.
+    """
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
 def _default_device_id() -> str:
     return slugify(socket.gethostname()) or "audio-monitor"
 

@@ -32,3 +32,9 @@ class ModelError(MonitorError):
     """The CLAP model cannot be loaded or run."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

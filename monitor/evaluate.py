@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.clips import MAX_WINDOW_SECONDS, Clip, clip_windows, load_clip
-from monitor.config import Config, LabelSetConfig, ScoringMode, slugify
-from monitor.errors import EXIT_OK, ConfigError, SourceError
+from monitor.config import Config, LabelSetConfig, ScoringMode, looks_like_path, slugify
+from monitor.errors import EXIT_OK, ConfigError, SourceError, first_line
 from monitor.metrics import (
     ClassificationMetrics,
     OperatingPoint,
@@ -98,16 +98,6 @@ class LabelledDataset:
         return self.targets.index(clip.target)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _looks_like_path(spec: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything else can only be meant as a directory.
-    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1
-
-
 def open_dataset(spec: str) -> LabelledDataset:
     """A directory in the ESC-50 layout, else a Hugging Face dataset id (needs `datasets`)."""
     path = Path(spec).expanduser()
@@ -118,7 +108,7 @@ def open_dataset(spec: str) -> LabelledDataset:
             f"--dataset {spec}: is a file; expected a directory in the ESC-50 layout "
             "(meta/esc50.csv and audio/) or a Hugging Face dataset id"
         )
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise ConfigError(f"--dataset {spec}: no such directory")
     return read_hub_dataset(spec)
 
@@ -189,7 +179,7 @@ def read_esc50_directory(directory: Path) -> LabelledDataset:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{csv_path}: not UTF-8 text ({err.reason})") from err
     except (OSError, csv.Error) as err:
-        raise ConfigError(f"{csv_path}: cannot read ({_first_line(err)})") from err
+        raise ConfigError(f"{csv_path}: cannot read ({first_line(err)})") from err
     rows = []
     for line, record in enumerate(records, start=2):
         filename = (record["filename"] or "").strip()
@@ -217,7 +207,7 @@ def read_hub_dataset(dataset_id: str) -> LabelledDataset:
         loaded: Any = datasets.load_dataset(dataset_id)
     except Exception as err:
         raise SourceError(
-            f"--dataset {dataset_id}: cannot load it from the Hugging Face hub ({_first_line(err)})"
+            f"--dataset {dataset_id}: cannot load it from the Hugging Face hub ({first_line(err)})"
         ) from err
     split: Any = loaded
     if isinstance(loaded, datasets.DatasetDict):
@@ -242,7 +232,7 @@ def _hub_clip(split: Any, index: int, filename: str) -> Clip:
     try:
         audio = split[index]["audio"]
     except Exception as err:
-        raise SourceError(f"{filename}: cannot read the row ({_first_line(err)})") from err
+        raise SourceError(f"{filename}: cannot read the row ({first_line(err)})") from err
     return clip_from_hub_audio(filename, audio)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from monitor.config import ModelConfig
+from monitor.config import ModelConfig, looks_like_path
 from monitor.embedcache import (
     CachedTextEmbedder,
     EmbeddingCache,
@@ -27,7 +27,7 @@ from monitor.embedcache import (
     producer_version,
     write_json_atomic,
 )
-from monitor.errors import ModelError
+from monitor.errors import ModelError, first_line
 from monitor.features import MelSettings, TorchMelFeatures, check_window, limit_blas_threads
 
 logger = logging.getLogger(__name__)
@@ -520,17 +520,12 @@ def _helper_main(argv: Sequence[str]) -> int:
     return 0 if "error" not in result else 1
 
 
-def _looks_like_path(name: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything else can only be meant as a directory.
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-
-
 def resolve_source(cfg: ModelConfig) -> str:
     """The argument for from_pretrained: a local directory if there is one, else the hub id."""
     path = Path(cfg.name).expanduser()
     if path.is_dir():
         return str(path)
-    if _looks_like_path(cfg.name):
+    if looks_like_path(cfg.name):
         kind = "is not a directory" if path.exists() else "no such directory"
         raise ModelError(
             f"cannot load CLAP model {cfg.name!r}: {kind}; set model.name to a directory holding "
@@ -549,11 +544,6 @@ def _causes(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _load_error_message(cfg: ModelConfig, source: str, err: BaseException) -> str:
     """One line: what went wrong loading the checkpoint and how to provide it."""
     from huggingface_hub import constants as hub_constants
@@ -569,7 +559,7 @@ def _load_error_message(cfg: ModelConfig, source: str, err: BaseException) -> st
 
     if Path(source).is_dir():
         return (
-            f"{head}: the directory is incomplete or not a CLAP checkpoint ({_first_line(err)}); "
+            f"{head}: the directory is incomplete or not a CLAP checkpoint ({first_line(err)}); "
             f"it needs {_CHECKPOINT_FILES}, as `hf download laion/clap-htsat-unfused "
             "--local-dir DIR` writes them"
         )
@@ -608,14 +598,14 @@ def _load_error_message(cfg: ModelConfig, source: str, err: BaseException) -> st
                 "downloading"
             )
         # The innermost exception names the network failure (DNS, refused, timeout).
-        cause = f" ({_first_line(chain[-1])})" if len(chain) > 2 else ""
+        cause = f" ({first_line(chain[-1])})" if len(chain) > 2 else ""
         return f"{head}: the hub is unreachable{cause} and the weights are not cached; {elsewhere}"
     if found(hub_errors.EntryNotFoundError) is not None:
         return (
-            f"{head}: the repository lacks a file of a CLAP checkpoint ({_first_line(err)}); "
+            f"{head}: the repository lacks a file of a CLAP checkpoint ({first_line(err)}); "
             "check model.name and model.revision"
         )
-    return f"{head}: {_first_line(err)}; {elsewhere}"
+    return f"{head}: {first_line(err)}; {elsewhere}"
 
 
 if __name__ == "__main__":
