@@ -469,8 +469,7 @@ def run_classify(args: argparse.Namespace) -> int:
     json_files: list[dict[str, Any]] = []
     failed: list[Path] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
-    bar = progress(len(files), "classify")
-    bar.unit = "file"
+    bar = progress(len(files), "classify", unit="file")
     try:
         for result in classify_files(files, scorers, runner.embed_audio, options):
             counts[result.status] += 1

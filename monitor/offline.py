@@ -63,14 +63,14 @@ def adhoc_label_set(
         raise ConfigError(f"{flag}: {what}") from err
 
 
-def progress(total: int, description: str) -> Any:
+def progress(total: int, description: str, unit: str = "win") -> Any:
     """A tqdm bar on stderr, hidden when stderr is not a terminal (logs, pipes, CI)."""
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         desc=description,
-        unit="win",
+        unit=unit,
         file=sys.stderr,
         disable=not sys.stderr.isatty(),
         leave=False,
