@@ -30,11 +30,18 @@ def config_from_args(args: argparse.Namespace) -> Config | None:
 
 
 def model_from_args(args: argparse.Namespace, config: Config | None) -> ModelConfig:
-    """--model overrides the config's model, which defaults to laion/clap-htsat-unfused."""
+    """--model overrides the config's model, which defaults to laion/clap-htsat-unfused.
+
+    --batch-size becomes the runner's max_batch: otherwise the runner would split the
+    offline commands' batches again at the daemon's default size.
+    """
     base = config.model if config is not None else ModelConfig()
+    update: dict[str, Any] = {}
     if getattr(args, "model", None):
-        return base.model_copy(update={"name": args.model})
-    return base
+        update["name"] = args.model
+    if getattr(args, "batch_size", None) is not None:
+        update["max_batch"] = args.batch_size
+    return base.model_copy(update=update) if update else base
 
 
 def adhoc_label_set(

@@ -603,3 +603,13 @@ def test_table_of_a_single_window_file() -> None:
         Path("c.wav"), "ok", None, 4.0, 48000, 1, (WindowResult(0, 0.0, 4.0, scores),), scores
     )
     assert format_table(result, 1) == "c.wav: ok, 4.00 s\n  s:      y 0.750\n  longer: p 0.600\n"
+
+
+def test_batch_size_reaches_the_runner() -> None:
+    import argparse
+
+    from monitor.offline import model_from_args
+
+    args = argparse.Namespace(model=None, batch_size=16)
+    assert model_from_args(args, None).max_batch == 16
+    assert model_from_args(argparse.Namespace(model="x", batch_size=None), None).max_batch == 4
