@@ -444,3 +444,33 @@ def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: 
     embeddings = fused_runner.embed_audio([WINDOWS["noise_1s"], WINDOWS["chirp_10s"]])
     assert embeddings.shape == (2, PROJECTION_DIM)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_window_attention_equals_the_eager_one(tiny_clap_dir: Path, batch: int) -> None:
+    import torch
+    from transformers import ClapAudioModelWithProjection
+
+    from monitor.model import _fuse_window_attention
+
+    eager: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
+    fused: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
+    blocks = sum(eager.config.depths)
+    assert blocks >= 4  # shifted windows (every second block) are exercised
+    assert _fuse_window_attention(fused) == blocks
+    torch.manual_seed(1)
+    features = torch.randn(batch, 1, 1001, 64) * 20.0 - 40.0
+    with torch.inference_mode():
+        expected = eager(input_features=features).audio_embeds
+        got = fused(input_features=features).audio_embeds
+        # A window's result must not depend on the others in its batch.
+        alone = fused(input_features=features[-1:]).audio_embeds
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone[0], got[-1], atol=1e-5, rtol=1e-5)
+    # The comparison has teeth: misplaced position biases move the embedding far beyond 1e-5.
+    for module in fused.modules():
+        if hasattr(module, "fused_position_bias"):
+            module.fused_position_bias = module.fused_position_bias.flip(-1)
+    with torch.inference_mode():
+        broken = fused(input_features=features).audio_embeds
+    assert (broken - expected).abs().max() > 1e-3

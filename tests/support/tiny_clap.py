@@ -134,7 +134,7 @@ def build_tiny_clap(directory: Path) -> Path:
         patch_stride=[4, 4],
         patch_embeds_hidden_size=16,
         hidden_size=32,
-        depths=[1, 1],
+        depths=[2, 2],  # the second block of a stage attends in shifted windows
         num_attention_heads=[2, 2],
         enable_fusion=False,
         projection_dim=PROJECTION_DIM,
@@ -164,6 +164,11 @@ def build_tiny_clap(directory: Path) -> Path:
         norm = model.audio_model.audio_encoder.batch_norm
         norm.running_mean.uniform_(-60.0, -20.0)
         norm.running_var.uniform_(100.0, 400.0)
+        # The library leaves the relative position biases at zero; a trained model's are not,
+        # and the monitor's fused window attention gathers them itself.
+        for name, weight in model.audio_model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                weight.normal_(0.0, 1.0)
     model.save_pretrained(directory)
 
     tokenizer = RobertaTokenizerFast(
