@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from math import gcd
 
 import numpy as np
 
 from monitor.frames import Window
+from monitor.resample import resampler
 from monitor.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,11 @@ def to_mono(frames: np.ndarray) -> np.ndarray:
 def resample_to(
     mono: np.ndarray, rate_hz: int, target_rate_hz: int = MODEL_SAMPLE_RATE_HZ
 ) -> np.ndarray:
-    """Polyphase resampling to `target_rate_hz`; the output has exactly round(n * ratio) samples."""
+    """Polyphase resampling to `target_rate_hz` with resample_poly's filter (monitor.resample);
+    the output has exactly round(n * ratio) samples."""
     if rate_hz == target_rate_hz:
         return mono.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
-    g = gcd(target_rate_hz, rate_hz)
-    up, down = target_rate_hz // g, rate_hz // g
-    out: np.ndarray = resample_poly(mono, up, down).astype(np.float32, copy=False)
+    out = resampler(rate_hz, target_rate_hz)(mono)
     expected = round(len(mono) * target_rate_hz / rate_hz)
     # resample_poly returns ceil(n * up / down): at most one sample to trim or pad.
     if len(out) > expected:

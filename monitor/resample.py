@@ -1,0 +1,117 @@
+"""Polyphase resampling as float32 matrix products: scipy's resample_poly filter, 5-10x faster."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from math import gcd
+
+import numpy as np
+
+# Outputs per matrix row at least this many: a rate pair with few outputs per block (16 kHz
+# -> 48 kHz is 3 per input sample) is grouped so that each product is wide enough for BLAS.
+MIN_ROW_OUTPUTS = 96
+# Rows per product: bounds the strided copy numpy makes for BLAS (a 1 h file is ~1M rows).
+CHUNK_ROWS = 4096
+# Beyond this many matrix entries (odd rate pairs such as 48000 -> 96006, whose blocks are
+# thousands of samples long) the dense product loses to resample_poly, which is used instead.
+MAX_MATRIX_ENTRIES = 1 << 20
+KAISER_BETA = 5.0  # resample_poly's default window, ("kaiser", 5.0)
+HALF_LENGTH_PER_RATE = 10  # resample_poly's filter half-length: 10 * max(up, down) taps
+
+
+class PolyphaseResampler:
+    """Resamples by up/down with exactly resample_poly's anti-aliasing filter and alignment.
+
+    resample_poly runs the filter one output at a time in float64 (about 7 ms for 10 s from
+    44.1 kHz on one core); here each block of `up` outputs is one row of a matrix product
+    with the `down` inputs it starts from, in float32 through BLAS. Outputs agree with
+    resample_poly to float32 rounding (about 1e-7 of full scale).
+    """
+
+    def __init__(self, up: int, down: int) -> None:
+        from scipy.signal import firwin
+
+        common = gcd(up, down)
+        up, down = up // common, down // common
+        self.up, self.down = up, down
+        half_len = HALF_LENGTH_PER_RATE * max(up, down)
+        taps = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", KAISER_BETA))
+        taps = taps * up
+        # resample_poly pads the filter in front so that output 0 sits at its centre, and then
+        # drops the first `skip` outputs; the same alignment here.
+        pre_pad = down - half_len % down
+        taps = np.concatenate((np.zeros(pre_pad), taps))
+        skip = (half_len + pre_pad) // down
+        group = max(1, -(-MIN_ROW_OUTPUTS // up))
+        self._row_outputs = group * up
+        self._row_step = group * down
+        # Output r of a row (r + skip overall) takes input j (relative to the row's first
+        # input) with weight taps[(r + skip) * down - j * up], where that index is in range.
+        r = np.arange(self._row_outputs)[None, :]
+        first = -(-((r + skip) * down - (len(taps) - 1)) // up)
+        last = ((r + skip) * down) // up
+        self._first_input = int(first.min())
+        span = int(last.max()) - self._first_input + 1
+        j = np.arange(self._first_input, self._first_input + span)[:, None]
+        index = (r + skip) * down - j * up
+        valid = (index >= 0) & (index < len(taps))
+        weights = np.where(valid, taps[np.clip(index, 0, len(taps) - 1)], 0.0)
+        self._weights = np.ascontiguousarray(weights, dtype=np.float32)  # (span, row_outputs)
+        self._span = span
+
+    @staticmethod
+    def matrix_entries(up: int, down: int) -> int:
+        """About how many entries the matrix for up/down has (to choose it or resample_poly)."""
+        common = gcd(up, down)
+        up, down = up // common, down // common
+        group = max(1, -(-MIN_ROW_OUTPUTS // up))
+        span = group * down + 2 * HALF_LENGTH_PER_RATE * max(up, down) // up + 2
+        return span * group * up
+
+    def output_length(self, samples: int) -> int:
+        """resample_poly's output length: ceil(samples * up / down)."""
+        return -(-samples * self.up // self.down)
+
+    def __call__(self, mono: np.ndarray) -> np.ndarray:
+        """Resample 1-D audio; returns float32 of output_length(len(mono)) samples."""
+        samples = np.asarray(mono, dtype=np.float32).reshape(-1)
+        wanted = self.output_length(samples.size)
+        rows = -(-wanted // self._row_outputs)
+        # Zeros before and after, as resample_poly assumes outside the signal.
+        padded = np.zeros((rows - 1) * self._row_step + self._span, dtype=np.float32)
+        start = -self._first_input  # > 0: the filter reaches back before the first sample
+        if start < 0:
+            samples, start = samples[-start:], 0
+        stop = min(samples.size, padded.size - start)
+        padded[start : start + stop] = samples[:stop]
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self._span)[:: self._row_step]
+        out = np.empty((rows, self._row_outputs), dtype=np.float32)
+        for begin in range(0, rows, CHUNK_ROWS):
+            end = min(begin + CHUNK_ROWS, rows)
+            np.matmul(windows[begin:end], self._weights, out=out[begin:end])
+        return out.reshape(-1)[:wanted]
+
+
+class _ScipyResampler:
+    """resample_poly itself, for rate pairs whose matrix would be too large (or equal rates)."""
+
+    def __init__(self, up: int, down: int) -> None:
+        self.up, self.down = up, down
+
+    def __call__(self, mono: np.ndarray) -> np.ndarray:
+        from scipy.signal import resample_poly
+
+        if self.up == self.down:
+            return np.array(mono, dtype=np.float32)
+        out: np.ndarray = resample_poly(mono, self.up, self.down).astype(np.float32, copy=False)
+        return out
+
+
+@lru_cache(maxsize=16)
+def resampler(rate_hz: int, target_rate_hz: int) -> PolyphaseResampler | _ScipyResampler:
+    """The resampler for one rate pair, built once (its matrix is at most a few MB)."""
+    if rate_hz == target_rate_hz or (
+        PolyphaseResampler.matrix_entries(target_rate_hz, rate_hz) > MAX_MATRIX_ENTRIES
+    ):
+        return _ScipyResampler(target_rate_hz, rate_hz)
+    return PolyphaseResampler(target_rate_hz, rate_hz)

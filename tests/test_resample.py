@@ -1,0 +1,78 @@
+"""The matrix resampler against scipy's resample_poly, which it replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.signal import resample_poly
+
+from monitor.resample import MAX_MATRIX_ENTRIES, PolyphaseResampler, resampler
+
+RATES_HZ = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 88200, 96000, 192000]
+
+
+def _reference(samples: np.ndarray, rate_hz: int, target_hz: int) -> np.ndarray:
+    from math import gcd
+
+    common = gcd(rate_hz, target_hz)
+    out: np.ndarray = resample_poly(
+        samples.astype(np.float64), target_hz // common, rate_hz // common
+    )
+    return out
+
+
+@pytest.mark.parametrize("rate_hz", RATES_HZ)
+def test_ten_seconds_equal_resample_poly(rate_hz: int) -> None:
+    rng = np.random.default_rng(rate_hz)
+    samples = (rng.standard_normal(rate_hz * 10) * 0.3).astype(np.float32)
+    got = resampler(rate_hz, 48000)(samples)
+    expected = _reference(samples, rate_hz, 48000)
+    assert got.dtype == np.float32
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate_hz=st.sampled_from(RATES_HZ),
+    target_hz=st.sampled_from([16000, 44100, 48000]),
+    length=st.integers(min_value=1, max_value=5000),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_any_length_and_rate_pair_equals_resample_poly(
+    rate_hz: int, target_hz: int, length: int, seed: int
+) -> None:
+    samples = np.random.default_rng(seed).uniform(-1.0, 1.0, length).astype(np.float32)
+    got = resampler(rate_hz, target_hz)(samples)
+    expected = _reference(samples, rate_hz, target_hz)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_a_tone_keeps_its_frequency_and_level() -> None:
+    rate_hz = 44100
+    t = np.arange(rate_hz * 2) / rate_hz
+    tone = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    out = resampler(rate_hz, 48000)(tone)
+    spectrum = np.abs(np.fft.rfft(out[4800:-4800] * np.hanning(out.size - 9600)))
+    peak_hz = np.argmax(spectrum) * 48000 / (out.size - 9600)
+    assert abs(peak_hz - 1000.0) < 1.0
+    assert abs(np.abs(out[4800:-4800]).max() - 0.5) < 0.01
+
+
+def test_odd_rate_pairs_fall_back_to_resample_poly() -> None:
+    # 48000 / 96006 = 8000 / 16001: a block is 16001 samples, the matrix would be ~128M entries.
+    assert PolyphaseResampler.matrix_entries(48000, 96006) > MAX_MATRIX_ENTRIES
+    chosen = resampler(96006, 48000)
+    assert not isinstance(chosen, PolyphaseResampler)
+    samples = np.random.default_rng(0).uniform(-1, 1, 20000).astype(np.float32)
+    np.testing.assert_allclose(chosen(samples), _reference(samples, 96006, 48000), atol=2e-6)
+
+
+def test_long_input_is_done_in_chunks() -> None:
+    # More rows than one product takes at once (CHUNK_ROWS): the seams must not show.
+    samples = np.random.default_rng(1).uniform(-1, 1, 44100 * 20).astype(np.float32)
+    got = resampler(44100, 48000)(samples)
+    np.testing.assert_allclose(got, _reference(samples, 44100, 48000), atol=2e-6)
