@@ -45,9 +45,9 @@ from monitor.errors import (
     first_line,
 )
 from monitor.events import EventTracker
-from monitor.features import limit_blas_threads
 from monitor.frames import Detection, Event
 from monitor.ringbuffer import RingBuffer
+from monitor.runtime import prepare_for_inference
 from monitor.scoring import LabelSetScorer, build_scorers
 from monitor.source import Source, SourceStats, StreamFormat
 from monitor.windowing import MODEL_SAMPLE_RATE_HZ, resample_to, to_mono
@@ -876,7 +876,7 @@ def _run_child_monitor(spec: dict[str, Any], windows: np.ndarray) -> dict[str, A
 def child_main(argv: Sequence[str]) -> int:
     """`python -m monitor.bench --child SPEC.json`: run one path, print its memory as JSON."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    limit_blas_threads(1)
+    prepare_for_inference()
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     windows = np.load(spec["windows"])
     try:
@@ -1649,7 +1649,7 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     _check_args(args)
     # One BLAS thread: numpy's pool spinning after a matmul slows the next torch call.
-    limit_blas_threads(1)
+    prepare_for_inference()
     labels = bench_labels(args.labels)
     checkpoint = resolve_checkpoint(args.model)
     if checkpoint.random_weights:

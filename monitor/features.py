@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,49 +223,3 @@ class TorchMelFeatures:
         power = spectrum.real.square() + spectrum.imag.square()
         mel = torch.matmul(power.transpose(1, 2), self._filters).clamp_(min=MEL_FLOOR)
         return mel.log10_().mul_(10.0).unsqueeze(1).to(torch.float32)
-
-
-# OpenBLAS builds in the wheels that may be loaded: numpy's (64-bit ints, prefixed), scipy's,
-# and a plain system one.
-_BLAS_SETTERS = (
-    "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads",
-    "openblas_set_num_threads64_",
-    "openblas_set_num_threads",
-)
-
-
-def _loaded_blas_libraries() -> list[str]:
-    """Paths of the OpenBLAS libraries mapped into this process (Linux; empty elsewhere)."""
-    try:
-        maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    paths = {match.group(0) for match in re.finditer(r"/\S*openblas\S*\.so[\w.]*", maps)}
-    return sorted(paths)
-
-
-def limit_blas_threads(threads: int = 1) -> int:
-    """Cap numpy's BLAS pool at `threads`; returns how many libraries were capped.
-
-    After a matmul OpenBLAS keeps its workers spinning for a while, which slows the next
-    torch or ONNX Runtime call 1.5-2x on a small CPU; the features need no BLAS parallelism.
-    Calls the setter of every OpenBLAS already loaded (numpy's, scipy's) through ctypes:
-    the environment variables are read only when a library loads, which has happened.
-    """
-    capped = 0
-    for path in _loaded_blas_libraries():
-        try:
-            library = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
-        except OSError:
-            continue
-        for name in _BLAS_SETTERS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter.argtypes = [ctypes.c_int]
-                setter(threads)
-                capped += 1
-                break
-    if capped == 0:
-        logger.debug("no OpenBLAS library found to limit to %d thread(s)", threads)
-    return capped

@@ -28,7 +28,8 @@ from monitor.embedcache import (
     write_json_atomic,
 )
 from monitor.errors import ModelError, first_line
-from monitor.features import MelSettings, TorchMelFeatures, check_window, limit_blas_threads
+from monitor.features import MelSettings, TorchMelFeatures, check_window
+from monitor.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -387,7 +388,7 @@ def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
     started = time.monotonic()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    limit_blas_threads(1)
+    prepare_for_inference()
     revision = cfg.revision if cfg.revision is not None else "main"  # transformers' default
     model, extractor = _load_audio_tower(cfg, source, revision)
     directory = _checkpoint_dir(cfg, source)

@@ -31,8 +31,9 @@ from monitor.embedcache import (
     locate_checkpoint,
 )
 from monitor.errors import ConfigError, ModelError
-from monitor.features import MelSettings, NumpyMelFeatures, check_window, limit_blas_threads
+from monitor.features import MelSettings, NumpyMelFeatures, check_window
 from monitor.model import ONNX_FORMAT, ONNX_PRECISIONS, onnx_file_names, resolve_source
+from monitor.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
             "model.backend onnx needs ONNX Runtime: pip install 'audio-monitor[onnx]'"
         ) from err
     started = time.monotonic()
-    limit_blas_threads(1)
+    prepare_for_inference()
     cache = EmbeddingCache.open(cfg.cache_dir)
     found = cached_export(cfg, cache)
     session: Any = None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +14,6 @@ from monitor.features import (
     TorchMelFeatures,
     check_window,
     hann_window,
-    limit_blas_threads,
     pad_windows,
     slaney_mel_filters,
 )
@@ -175,28 +172,3 @@ def test_unusable_windows_are_refused(window: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_window(3, window, 480000, RATE_HZ)
     assert check_window(0, np.zeros(10, dtype=np.float64), 480000, RATE_HZ).dtype == np.float32
-
-
-def _openblas_threads() -> list[int]:
-    from monitor.features import _loaded_blas_libraries
-
-    counts = []
-    for path in _loaded_blas_libraries():
-        library = ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
-        for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
-            getter = getattr(library, name, None)
-            if getter is not None:
-                counts.append(int(getter()))
-                break
-    return counts
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
-def test_blas_threads_are_limited() -> None:
-    before = _openblas_threads()
-    assert before, "numpy's OpenBLAS was not found among the loaded libraries"
-    try:
-        assert limit_blas_threads(1) == len(before)
-        assert _openblas_threads() == [1] * len(before)
-    finally:
-        limit_blas_threads(max(before))
