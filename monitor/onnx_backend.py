@@ -223,6 +223,10 @@ def _session(path: Path, cfg: ModelConfig) -> Any:
     # shapes that never come (measured: 239 -> 223 MB steady RSS, same speed).
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
+    # Shifted-window attention masks with -100: softmax leaves ~1e-44 (denormal floats) in the
+    # probabilities, and every multiplication by one takes a slow microcode path. Flushing
+    # them to zero (a change below 1e-37) measured 127 -> 85 ms (int8), 158 -> 114 ms (fp32).
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

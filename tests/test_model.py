@@ -474,3 +474,24 @@ def test_fused_window_attention_equals_the_eager_one(tiny_clap_dir: Path, batch:
     with torch.inference_mode():
         broken = fused(input_features=features).audio_embeds
     assert (broken - expected).abs().max() > 1e-3
+
+
+def test_export_stretch_as_matmul_equals_the_bicubic_resize(tiny_clap_dir: Path) -> None:
+    import torch
+    from transformers import ClapAudioModelWithProjection
+
+    from monitor.model import _interpolation_as_matmul
+
+    resized: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
+    multiplied: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
+    _interpolation_as_matmul(multiplied, 1001)
+    torch.manual_seed(2)
+    features = torch.randn(2, 1, 1001, 64) * 20.0 - 40.0
+    encoder = multiplied.audio_model.audio_encoder
+    with torch.inference_mode():
+        stretched = encoder.reshape_mel2img(features)
+        expected_image = resized.audio_model.audio_encoder.reshape_mel2img(features)
+        expected = resized(input_features=features).audio_embeds
+        got = multiplied(input_features=features).audio_embeds
+    torch.testing.assert_close(stretched, expected_image, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
