@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FILES = "config.json, model.safetensors, the tokenizer and preprocessor files"
 TEXT_BATCH = 64  # prompts per text forward pass: bounds memory for very long label lists
-ONNX_FORMAT = 2  # bump when the exported graph changes (inputs, outputs, meaning or speed)
-ONNX_OPSET = 18
+ONNX_FORMAT = 3  # bump when the exported graph changes (inputs, outputs, meaning or speed)
+# Opset 20 has Gelu as one op: 67 -> 54 ms per int8 window against the opset 18 decomposition.
+ONNX_OPSET = 20
 ONNX_PRECISIONS = ("fp32", "int8")
 
 
