@@ -331,8 +331,14 @@ def _window_attention(
         # Shifted windows: window w of every image has its own mask. Folding the windows into
         # the head axis lets one (windows * heads) mask broadcast over the images.
         windows = attention_mask.shape[0]
-        mask = bias.unsqueeze(0) + attention_mask.unsqueeze(1).to(bias.dtype)
-        mask = mask.view(1, windows * heads, tokens, tokens)
+        cached = self.fused_mask
+        if cached is not None and cached[0] is attention_mask:
+            mask = cached[1]
+        else:
+            mask = bias.unsqueeze(0) + attention_mask.unsqueeze(1).to(bias.dtype)
+            mask = mask.view(1, windows * heads, tokens, tokens)
+            # The layer's shift mask is memoised (_memoise_shift_masks): same object, same mask.
+            self.fused_mask = (attention_mask, mask)
         folded = (batch // windows, windows * heads, tokens, -1)
         query, key, value = query.reshape(folded), key.reshape(folded), value.reshape(folded)
     context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
@@ -340,16 +346,41 @@ def _window_attention(
     return (context.reshape(batch, tokens, heads * self.attention_head_size),)
 
 
+def _memoise_shift_mask(layer: Any) -> None:
+    """Make a Swin layer's get_attn_mask return one tensor per (height, width, dtype, device).
+
+    The mask depends on nothing else, and the tower only reads it; building it costs a few
+    small kernels per layer and forward pass, and its identity lets the fused attention reuse
+    the mask it combined with the position bias.
+    """
+    import types
+
+    original = layer.get_attn_mask
+    masks: dict[tuple[Any, ...], Any] = {}
+
+    def get_attn_mask(self: Any, height: int, width: int, dtype: Any, device: Any) -> Any:
+        key = (int(height), int(width), dtype, device)
+        if key not in masks:
+            masks[key] = original(height, width, dtype, device)
+        return masks[key]
+
+    layer.get_attn_mask = types.MethodType(get_attn_mask, layer)
+
+
 def _fuse_window_attention(model: Any) -> int:
     """Give every window attention of the audio tower the fused forward; returns how many.
 
-    For inference only: the relative position bias is gathered once, in the weights' dtype.
+    For inference only: the relative position bias is gathered once, in the weights' dtype, and
+    the shift masks are built once per image size instead of in every forward pass.
     """
     import types
 
     import torch
-    from transformers.models.clap.modeling_clap import ClapAudioSelfAttention
+    from transformers.models.clap.modeling_clap import ClapAudioLayer, ClapAudioSelfAttention
 
+    for layer in model.modules():
+        if isinstance(layer, ClapAudioLayer):
+            _memoise_shift_mask(layer)
     fused = 0
     for found in model.modules():
         if not isinstance(found, ClapAudioSelfAttention):
@@ -360,6 +391,7 @@ def _fuse_window_attention(model: Any) -> int:
             table = module.relative_position_bias_table
             bias = table[module.relative_position_index.view(-1)].view(tokens, tokens, -1)
             module.fused_position_bias = bias.permute(2, 0, 1).contiguous()
+        module.fused_mask = None
         module.forward = types.MethodType(_window_attention, module)
         fused += 1
     return fused

@@ -467,6 +467,8 @@ def test_fused_window_attention_equals_the_eager_one(tiny_clap_dir: Path, batch:
         alone = fused(input_features=features[-1:]).audio_embeds
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(alone[0], got[-1], atol=1e-5, rtol=1e-5)
+    # The second and third passes reused the shifted layers' combined masks.
+    assert sum(getattr(m, "fused_mask", None) is not None for m in fused.modules()) == blocks // 2
     # The comparison has teeth: misplaced position biases move the embedding far beyond 1e-5.
     for module in fused.modules():
         if hasattr(module, "fused_position_bias"):
