@@ -39,6 +39,8 @@ ONNX_FORMAT = 3  # bump when the exported graph changes (inputs, outputs, meanin
 # Opset 20 has Gelu as one op: 67 -> 54 ms per int8 window against the opset 18 decomposition.
 ONNX_OPSET = 20
 ONNX_PRECISIONS = ("fp32", "int8")
+# Largest difference allowed between the traced and the eager tower's normalised embeddings.
+TRACE_TOLERANCE = 1e-5
 
 
 class ClapRunner(Protocol):
@@ -75,10 +77,13 @@ class TorchClapRunner:
         logit_scale: float,
         precision: str,
         max_batch: int,
+        traced: Any = None,
     ) -> None:
         self.model_id = model_id
         self.precision = precision
         self._model = audio_model
+        # features -> normalised embeddings as one TorchScript graph (_trace_tower), or None.
+        self._traced = traced
         # The checkpoint's extractor is kept for the fused architecture (4 stacked crops) only.
         self._extractor = extractor
         self._features = TorchMelFeatures(settings) if settings is not None else None
@@ -114,8 +119,11 @@ class TorchClapRunner:
 
         self._text_encoder.release()  # scoring has started: the prompts are embedded by now
         with self._lock, torch.inference_mode():
-            output = self._model(**features).audio_embeds
-            result: np.ndarray = F.normalize(output.float(), dim=-1).numpy()
+            if self._traced is not None and "is_longer" not in features:
+                result: np.ndarray = self._traced(features["input_features"]).numpy()
+            else:
+                output = self._model(**features).audio_embeds
+                result = F.normalize(output.float(), dim=-1).numpy()
         return result
 
     def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
@@ -434,6 +442,9 @@ def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
     except ValueError as err:
         logger.info("features by the checkpoint's own extractor: %s", err)
         settings = None
+    traced = None
+    if cfg.trace and settings is not None:
+        traced = _trace_tower(model, settings, cfg.precision)
     cache = EmbeddingCache.open(cfg.cache_dir)
     identity = checkpoint_identity(cfg.name, cfg.revision, directory)
     encoder = _TorchTextEncoder(cfg, source, revision)
@@ -448,11 +459,14 @@ def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
         logit_scale=logit_scale,
         precision=cfg.precision,
         max_batch=cfg.max_batch,
+        traced=traced,
     )
     logger.info(
-        "loaded CLAP audio tower %s (%s): %d parameters, %d-d embeddings, %d torch threads, %.2f s",
+        "loaded CLAP audio tower %s (%s%s): %d parameters, %d-d embeddings, %d torch threads, "
+        "%.2f s",
         cfg.name,
         cfg.precision,
+        ", traced" if traced is not None else "",
         parameters,
         runner.embedding_dim,
         torch.get_num_threads(),
@@ -461,8 +475,52 @@ def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
     return runner
 
 
+def _trace_tower(model: Any, settings: MelSettings, precision: str) -> Any:
+    """The audio tower (features -> normalised embeddings) as a frozen TorchScript graph, or
+    None when it cannot be traced faithfully (then the eager model runs).
+
+    The HTSAT forward is about 1,500 small operations, each dispatched from Python; one graph
+    saves that overhead, and for fp32 optimize_for_inference packs the Linear weights for
+    oneDNN. Measured on 2 cores, 10 s windows: fp32 101 -> 88 ms, int8 73 -> 56 ms, bf16 no
+    change. torch.jit is deprecated in torch 2.13 but works; torch.compile would need a C++
+    compiler on the device. The graph is checked against the eager model on two probe windows
+    (also a batch, as tracing fixes shapes) before it is used.
+    """
+    import torch
+
+    tower = _normalised_tower(model)
+    frames, bins = settings.frames, settings.mel_bins
+    probe = torch.linspace(-90.0, 10.0, 2 * frames * bins).reshape(2, 1, frames, bins)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # Deprecation and "trace might not generalise" warnings: the check below decides.
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                tower, probe[:1], check_trace=False, strict=False
+            )
+            graph = torch.jit.freeze(traced)
+            if precision == "fp32":
+                graph = torch.jit.optimize_for_inference(graph)
+            # Like with like: int8's dynamic quantisation ranges span the whole batch, so even
+            # the eager tower gives a window other embeddings alone than within a batch.
+            expected, expected_single = tower(probe), tower(probe[1:])
+            got, single = graph(probe), graph(probe[1:])
+    except Exception as err:
+        logger.warning("running the audio tower eagerly: tracing it failed: %s", first_line(err))
+        return None
+    difference = max(
+        float((got - expected).abs().max()), float((single - expected_single).abs().max())
+    )
+    if not difference <= TRACE_TOLERANCE:
+        logger.warning(
+            "running the audio tower eagerly: its traced graph differs by %.2g", difference
+        )
+        return None
+    return graph
+
+
 def _normalised_tower(model: Any) -> Any:
-    """The graph to export: features in, L2-normalised embeddings out."""
+    """The graph to export or trace: features in, L2-normalised float32 embeddings out."""
     import torch
     import torch.nn.functional as F
 
@@ -472,7 +530,8 @@ def _normalised_tower(model: Any) -> Any:
             self.model = model
 
         def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-            return F.normalize(self.model(input_features=input_features).audio_embeds, dim=-1)
+            embeds = self.model(input_features=input_features).audio_embeds
+            return F.normalize(embeds.float(), dim=-1)
 
     return Tower().eval()
 

@@ -497,3 +497,55 @@ def test_export_stretch_as_matmul_equals_the_bicubic_resize(tiny_clap_dir: Path)
         got = multiplied(input_features=features).audio_embeds
     torch.testing.assert_close(stretched, expected_image, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_tower_runs_as_a_traced_graph(
+    tiny_clap_dir: Path, cache_dir: Path, precision: str
+) -> None:
+    cfg = ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, precision=precision)
+    runner = load_clap(cfg)
+    assert isinstance(runner, TorchClapRunner)
+    assert runner._traced is not None
+    windows = list(WINDOWS.values())
+    traced = runner.embed_audio(windows)
+    runner._traced = None  # the eager model, as when tracing is refused
+    np.testing.assert_allclose(traced, runner.embed_audio(windows), atol=1e-5)
+
+
+def test_a_graph_that_disagrees_is_not_used(
+    tiny_clap_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import monitor.model
+
+    # No graph can be that close: the check must refuse it and keep the eager model.
+    monkeypatch.setattr(monitor.model, "TRACE_TOLERANCE", -1.0)
+    with caplog.at_level(logging.WARNING, logger="monitor.model"):
+        runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+    assert isinstance(runner, TorchClapRunner)
+    assert runner._traced is None
+    assert any("traced graph differs" in r.getMessage() for r in caplog.records)
+    assert runner.embed_audio([WINDOWS["noise_1s"]]).shape == (1, PROJECTION_DIM)
+
+
+def test_a_tower_that_cannot_be_traced_runs_eagerly(
+    tiny_clap_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import torch
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("tracer unavailable")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    with caplog.at_level(logging.WARNING, logger="monitor.model"):
+        runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+    assert isinstance(runner, TorchClapRunner)
+    assert runner._traced is None
+    assert any("tracing it failed: tracer unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_trace_false_keeps_the_eager_model(tiny_clap_dir: Path, cache_dir: Path) -> None:
+    runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False))
+    assert isinstance(runner, TorchClapRunner)
+    assert runner._traced is None
+    assert runner.embed_audio([WINDOWS["noise_1s"]]).shape == (1, PROJECTION_DIM)
