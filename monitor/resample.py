@@ -22,20 +22,29 @@ KAISER_BETA = 5.0  # resample_poly's default window, ("kaiser", 5.0)
 HALF_LENGTH_PER_RATE = 10  # resample_poly's filter half-length: 10 * max(up, down) taps
 
 
+def _reduced(up: int, down: int) -> tuple[int, int]:
+    common = gcd(up, down)
+    return up // common, down // common
+
+
+def _row_blocks(up: int) -> int:
+    """Blocks of `up` outputs per matrix row, so that a row has at least MIN_ROW_OUTPUTS."""
+    return max(1, -(-MIN_ROW_OUTPUTS // up))
+
+
 class PolyphaseResampler:
     """Resamples by up/down with exactly resample_poly's anti-aliasing filter and alignment.
 
     resample_poly runs the filter one output at a time in float64 (about 7 ms for 10 s from
     44.1 kHz on one core); here each block of `up` outputs is one row of a matrix product
-    with the `down` inputs it starts from, in float32 through BLAS, band by band. Outputs agree with
-    resample_poly to float32 rounding (about 1e-7 of full scale).
+    with the `down` inputs it starts from, in float32 through BLAS, band by band. Outputs
+    agree with resample_poly to float32 rounding (about 1e-7 of full scale).
     """
 
     def __init__(self, up: int, down: int) -> None:
         from scipy.signal import firwin
 
-        common = gcd(up, down)
-        up, down = up // common, down // common
+        up, down = _reduced(up, down)
         self.up, self.down = up, down
         half_len = HALF_LENGTH_PER_RATE * max(up, down)
         taps = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", KAISER_BETA))
@@ -45,7 +54,7 @@ class PolyphaseResampler:
         pre_pad = down - half_len % down
         taps = np.concatenate((np.zeros(pre_pad), taps))
         skip = (half_len + pre_pad) // down
-        group = max(1, -(-MIN_ROW_OUTPUTS // up))
+        group = _row_blocks(up)
         self._row_outputs = group * up
         self._row_step = group * down
         # Output r of a row (r + skip overall) takes input j (relative to the row's first
@@ -73,9 +82,8 @@ class PolyphaseResampler:
     @staticmethod
     def matrix_entries(up: int, down: int) -> int:
         """About how many entries the matrix for up/down has (to choose it or resample_poly)."""
-        common = gcd(up, down)
-        up, down = up // common, down // common
-        group = max(1, -(-MIN_ROW_OUTPUTS // up))
+        up, down = _reduced(up, down)
+        group = _row_blocks(up)
         span = group * down + 2 * HALF_LENGTH_PER_RATE * max(up, down) // up + 2
         return span * group * up
 
