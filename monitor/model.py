@@ -29,6 +29,13 @@ from monitor.embedcache import (
 )
 from monitor.errors import ModelError, first_line
 from monitor.features import MelSettings, TorchMelFeatures, check_window
+from monitor.helper import (
+    HelperTextEncoder,
+    cached_artefact,
+    identity_of,
+    read_metadata,
+    run_torch_helper,
+)
 from monitor.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
@@ -41,6 +48,8 @@ ONNX_OPSET = 20
 ONNX_PRECISIONS = ("fp32", "int8")
 # Largest difference allowed between the traced and the eager tower's normalised embeddings.
 TRACE_TOLERANCE = 1e-5
+GRAPH_FORMAT = 1  # bump when the traced graph changes (inputs, outputs, kernels)
+GRAPH_KEYS = ("format", "precision", "features", "logit_scale", "embedding_dim", "torch")
 
 
 class ClapRunner(Protocol):
@@ -62,37 +71,51 @@ class ClapRunner(Protocol):
 
 
 class TorchClapRunner:
-    """The audio tower of a CLAP checkpoint in torch; the text tower only while prompts miss
-    the embedding cache (it is dropped again when scoring starts)."""
+    """The audio tower in torch, with label embeddings from the cache.
+
+    The daemon's path is a TorchScript graph of the tower, built once and cached on disk: the
+    process then imports torch but not transformers, and holds no text tower. The eager path
+    (model.trace false, or a tower that cannot be traced) runs the transformers model and
+    loads the text tower in this process while prompts miss the cache.
+    """
 
     def __init__(
         self,
         model_id: str,
-        audio_model: Any,
-        extractor: Any,
+        tower: Any,
+        *,
         settings: MelSettings | None,
         text: CachedTextEmbedder,
-        text_encoder: _TorchTextEncoder,
-        *,
         logit_scale: float,
+        embedding_dim: int,
         precision: str,
         max_batch: int,
-        traced: Any = None,
+        traced: bool,
+        model: Any = None,
+        extractor: Any = None,
+        text_encoder: _TorchTextEncoder | None = None,
     ) -> None:
         self.model_id = model_id
         self.precision = precision
-        self._model = audio_model
-        # features -> normalised embeddings as one TorchScript graph (_trace_tower), or None.
-        self._traced = traced
-        # The checkpoint's extractor is kept for the fused architecture (4 stacked crops) only.
+        # features -> L2-normalised float32 embeddings: the graph, or the eager model wrapped.
+        self._tower = tower
+        self.traced = traced
+        # The eager model and the checkpoint's extractor, kept for the fused architecture
+        # (4 stacked crops and an is_longer flag), which only the extractor computes.
+        self._model = model
         self._extractor = extractor
         self._features = TorchMelFeatures(settings) if settings is not None else None
         self._text = text
+        # The eager path's in-process text tower, released once scoring starts.
         self._text_encoder = text_encoder
-        self.sample_rate_hz: int = int(extractor.sampling_rate)
-        self.max_samples: int = int(extractor.nb_max_samples)
+        if settings is not None:
+            self.sample_rate_hz: int = settings.sample_rate_hz
+            self.max_samples: int = settings.max_samples
+        else:
+            self.sample_rate_hz = int(extractor.sampling_rate)
+            self.max_samples = int(extractor.nb_max_samples)
         self.logit_scale: float = logit_scale
-        self.embedding_dim: int = int(audio_model.config.projection_dim)
+        self.embedding_dim: int = embedding_dim
         self.max_batch = max_batch
         # Audio may come from several threads (the worker, an eval pool): one forward pass at
         # a time keeps torch's intra-op threads from being oversubscribed.
@@ -117,14 +140,14 @@ class TorchClapRunner:
         import torch
         import torch.nn.functional as F
 
-        self._text_encoder.release()  # scoring has started: the prompts are embedded by now
+        if self._text_encoder is not None:
+            self._text_encoder.release()  # scoring has started: the prompts are embedded by now
         with self._lock, torch.inference_mode():
-            # Traced only with MelSettings, whose features never carry the fusion's is_longer.
-            if self._traced is not None:
-                result: np.ndarray = self._traced(features["input_features"]).numpy()
-            else:
+            if "is_longer" in features:
                 output = self._model(**features).audio_embeds
-                result = F.normalize(output.float(), dim=-1).numpy()
+                result: np.ndarray = F.normalize(output.float(), dim=-1).numpy()
+            else:
+                result = self._tower(features["input_features"]).numpy()
         return result
 
     def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
@@ -405,6 +428,82 @@ def _fuse_window_attention(model: Any) -> int:
     return fused
 
 
+_ONEDNN_LINEAR: list[bool] = []  # [available], once registered
+
+
+def register_onednn_linear() -> bool:
+    """Register audio_monitor::linear, a Linear layer through oneDNN; False if this torch has
+    no oneDNN linear. A saved graph that uses it needs it registered before torch.jit.load.
+
+    torch's own fp32 Linear calls MKL, which on AMD CPUs takes a generic code path: measured
+    on a 2-core Zen 5, the tower's shapes ran at ~200 GFLOP/s through MKL and ~490 through
+    oneDNN. The op is registered from Python because its oneDNN entry point takes an argument
+    type (Scalar?[]) that TorchScript cannot record.
+    """
+    if _ONEDNN_LINEAR:
+        return _ONEDNN_LINEAR[0]
+    import torch
+
+    available = torch.backends.mkldnn.is_available() and hasattr(  # type: ignore[no-untyped-call]
+        torch.ops.mkldnn, "_linear_pointwise"
+    )
+    if available:
+        # An explicit schema: this module's annotations are strings (PEP 563), which the
+        # schema inference cannot read.
+        @torch.library.custom_op(
+            "audio_monitor::linear",
+            mutates_args=(),
+            schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
+        )
+        def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+            out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+            return out
+
+        @linear.register_fake
+        def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+            return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    _ONEDNN_LINEAR.append(available)
+    return available
+
+
+def _onednn_forward(self: Any, hidden_states: Any) -> Any:
+    import torch
+
+    return torch.ops.audio_monitor.linear(hidden_states, self.weight, self.bias)
+
+
+def _linear_through_onednn(model: Any) -> int:
+    """Route the fp32 tower's Linear layers through oneDNN; returns how many (none when
+    oneDNN is missing or disagrees with torch on a probe)."""
+    import types
+
+    import torch
+
+    if not register_onednn_linear():
+        return 0
+    layers = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32
+    ]
+    if not layers:
+        return 0
+    probe_layer = layers[0]
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(3, 5, probe_layer.in_features, generator=generator)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(probe, probe_layer.weight, probe_layer.bias)
+        got = torch.ops.audio_monitor.linear(probe, probe_layer.weight, probe_layer.bias)
+    scale = float(expected.abs().max()) + 1.0
+    if not float((got - expected).abs().max()) <= 1e-5 * scale:
+        logger.warning("Linear layers stay on torch's default: oneDNN disagrees on a probe")
+        return 0
+    for layer in layers:
+        layer.forward = types.MethodType(_onednn_forward, layer)  # type: ignore[method-assign]
+    return len(layers)
+
+
 def load_clap(cfg: ModelConfig) -> ClapRunner:
     """Load the configured CLAP checkpoint; ModelError says how to provide missing weights.
 
@@ -419,55 +518,23 @@ def load_clap(cfg: ModelConfig) -> ClapRunner:
 
 
 def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
+    """The torch backend's runner: the cached TorchScript graph (built on first use in a
+    helper process), or the eager model when model.trace is false or tracing is refused."""
     source = resolve_source(cfg)  # before the slow imports: a wrong path fails at once
     import torch
-    from transformers.utils import logging as hf_logging
 
-    if not sys.stderr.isatty():
-        # Progress bars redrawn with carriage returns are noise in the journal and in log files.
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     started = time.monotonic()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     prepare_for_inference()
-    revision = cfg.revision if cfg.revision is not None else "main"  # transformers' default
-    model, extractor = _load_audio_tower(cfg, source, revision)
-    directory = _checkpoint_dir(cfg, source)
-    logit_scale = _logit_scale(cfg, directory)
-    parameters = sum(p.numel() for p in model.parameters())
-    model = _with_precision(model, cfg.precision)
-    _fuse_window_attention(model)
-    try:
-        settings: MelSettings | None = MelSettings.from_extractor(extractor.to_dict())
-    except ValueError as err:
-        logger.info("features by the checkpoint's own extractor: %s", err)
-        settings = None
-    traced = None
-    if cfg.trace and settings is not None:
-        traced = _trace_tower(model, settings, cfg.precision)
-    cache = EmbeddingCache.open(cfg.cache_dir)
-    identity = checkpoint_identity(cfg.name, cfg.revision, directory)
-    encoder = _TorchTextEncoder(cfg, source, revision)
-    text = CachedTextEmbedder(cache, identity, encoder, int(model.config.projection_dim))
-    runner = TorchClapRunner(
-        cfg.name,
-        model,
-        extractor,
-        settings,
-        text,
-        encoder,
-        logit_scale=logit_scale,
-        precision=cfg.precision,
-        max_batch=cfg.max_batch,
-        traced=traced,
-    )
+    runner = _load_graph_runner(cfg) if cfg.trace else None
+    if runner is None:
+        runner = _load_eager_runner(cfg, source)
     logger.info(
-        "loaded CLAP audio tower %s (%s%s): %d parameters, %d-d embeddings, %d torch threads, "
-        "%.2f s",
+        "loaded CLAP audio tower %s (%s, %s): %d-d embeddings, %d torch threads, %.2f s",
         cfg.name,
         cfg.precision,
-        ", traced" if traced is not None else "",
-        parameters,
+        "TorchScript graph" if runner.traced else "eager",
         runner.embedding_dim,
         torch.get_num_threads(),
         time.monotonic() - started,
@@ -475,16 +542,211 @@ def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
     return runner
 
 
+def graph_file_names(precision: str) -> tuple[str, str]:
+    """(graph file, metadata file) of a traced tower, inside the checkpoint's artefact dir."""
+    stem = f"audio-ts-v{GRAPH_FORMAT}-{precision}"
+    return f"{stem}.pt", f"{stem}.json"
+
+
+def _load_graph(path: Path) -> Any:
+    import torch
+
+    register_onednn_linear()  # before loading: an fp32 graph calls it
+    with warnings.catch_warnings():
+        # int8: "quantized tensor creation functions are deprecated"; the graph runs on 2.13.
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+
+
+def _load_graph_runner(cfg: ModelConfig) -> TorchClapRunner | None:
+    """The runner over the cached graph (built first if missing); None if it cannot be traced.
+
+    Neither transformers nor a text tower comes into this process: the graph is built and
+    prompts missing from the cache are embedded by `python -m monitor.model` helpers.
+    """
+    import torch
+
+    cache = EmbeddingCache.open(cfg.cache_dir)
+    names = graph_file_names(cfg.precision)
+    found = cached_artefact(cfg, cache, names, GRAPH_FORMAT, *GRAPH_KEYS)
+    graph: Any = None
+    metadata: dict[str, Any] = {}
+    if found is not None and found[1]["torch"] != torch.__version__:
+        logger.info("the cached graph is from torch %s; tracing again", found[1]["torch"])
+        found = None
+    if found is not None:
+        try:
+            graph, metadata = _load_graph(found[0]), found[1]
+        except Exception as err:  # a damaged file: trace again rather than fail for good
+            logger.warning("cached graph %s is unusable (%s); tracing again", found[0], err)
+            found[0].unlink(missing_ok=True)
+            graph = None
+    if graph is None:
+        with tempfile.TemporaryDirectory(prefix="audio-monitor-graph-") as name:
+            logger.info(
+                "tracing the audio tower of %s (%s) in a torch helper process, %s",
+                cfg.name,
+                cfg.precision,
+                "once" if cache.enabled else "at every start (no cache)",
+            )
+            extra = () if cache.enabled else ("--out-dir", name)
+            result = run_torch_helper("trace", cfg, Path(name), *extra, purpose="for torch")
+            if "refused" in result:
+                logger.warning("running the audio tower eagerly: %s", result["refused"])
+                return None
+            path = Path(result["graph"])
+            loaded = read_metadata(path.with_suffix(".json"), GRAPH_FORMAT, *GRAPH_KEYS)
+            if loaded is None:
+                raise ModelError(
+                    f"cannot load CLAP model {cfg.name!r}: the traced graph {path} has no "
+                    "usable metadata"
+                )
+            try:
+                graph, metadata = _load_graph(path), loaded
+            except Exception as err:
+                raise ModelError(
+                    f"cannot load CLAP model {cfg.name!r}: torch cannot load its traced graph "
+                    f"{path} ({first_line(err)})"
+                ) from err
+    embedding_dim = int(metadata["embedding_dim"])
+    text = CachedTextEmbedder(cache, identity_of(cfg), HelperTextEncoder(cfg), embedding_dim)
+    return TorchClapRunner(
+        cfg.name,
+        graph,
+        settings=MelSettings.from_dict(metadata["features"]),
+        text=text,
+        logit_scale=float(metadata["logit_scale"]),
+        embedding_dim=embedding_dim,
+        precision=cfg.precision,
+        max_batch=cfg.max_batch,
+        traced=True,
+    )
+
+
+def _prepared_tower(cfg: ModelConfig, source: str) -> tuple[Any, Any, Path]:
+    """(the audio tower in cfg.precision with the fast kernels, its extractor, checkpoint dir)."""
+    revision = cfg.revision if cfg.revision is not None else "main"  # transformers' default
+    model, extractor = _load_audio_tower(cfg, source, revision)
+    directory = _checkpoint_dir(cfg, source)
+    model = _with_precision(model, cfg.precision)
+    _fuse_window_attention(model)
+    if cfg.precision == "fp32":
+        _linear_through_onednn(model)
+    return model, extractor, directory
+
+
+def _mel_settings(extractor: Any) -> MelSettings | None:
+    try:
+        return MelSettings.from_extractor(extractor.to_dict())
+    except ValueError as err:
+        logger.info("features by the checkpoint's own extractor: %s", err)
+        return None
+
+
+def _load_eager_runner(cfg: ModelConfig, source: str) -> TorchClapRunner:
+    """The transformers audio tower in this process; the text tower too, on a cache miss."""
+    from transformers.utils import logging as hf_logging
+
+    if not sys.stderr.isatty():
+        # Progress bars redrawn with carriage returns are noise in the journal and in log files.
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model, extractor, directory = _prepared_tower(cfg, source)
+    settings = _mel_settings(extractor)
+    cache = EmbeddingCache.open(cfg.cache_dir)
+    identity = checkpoint_identity(cfg.name, cfg.revision, directory)
+    revision = cfg.revision if cfg.revision is not None else "main"
+    encoder = _TorchTextEncoder(cfg, source, revision)
+    embedding_dim = int(model.config.projection_dim)
+    return TorchClapRunner(
+        cfg.name,
+        _normalised_tower(model),
+        settings=settings,
+        text=CachedTextEmbedder(cache, identity, encoder, embedding_dim),
+        logit_scale=_logit_scale(cfg, directory),
+        embedding_dim=embedding_dim,
+        precision=cfg.precision,
+        max_batch=cfg.max_batch,
+        traced=False,
+        model=model,
+        extractor=extractor,
+        text_encoder=encoder,
+    )
+
+
+class Untraceable(Exception):
+    """The tower cannot run as a faithful graph; the message says why."""
+
+
+def build_graph(cfg: ModelConfig, out_dir: Path | None = None) -> Path:
+    """Trace the audio tower in cfg.precision into out_dir or the cache; returns the graph's
+    path (metadata beside it). Untraceable if it cannot be traced faithfully.
+
+    Imports transformers: the torch backend runs it in a helper process.
+    """
+    source = resolve_source(cfg)
+    import torch
+
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    model, extractor, directory = _prepared_tower(cfg, source)
+    settings = _mel_settings(extractor)
+    if settings is None:
+        raise Untraceable("the fusion feature extractor (4 stacked crops) needs the eager model")
+    started = time.monotonic()
+    graph = _trace_tower(model, settings, cfg.precision)
+    out_dir = _artefact_dir(cfg, directory, out_dir, "trace")
+    name, meta = graph_file_names(cfg.precision)
+    with tempfile.TemporaryDirectory(dir=out_dir) as work:
+        staged = Path(work) / name
+        torch.jit.save(graph, str(staged))
+        staged.replace(out_dir / name)
+    metadata = _artefact_metadata(cfg, directory, model, settings, GRAPH_FORMAT)
+    write_json_atomic(out_dir / meta, {**metadata, "precision": cfg.precision})
+    logger.info("traced the audio tower to %s (%.1f s)", out_dir / name, time.monotonic() - started)
+    return out_dir / name
+
+
+def _artefact_dir(cfg: ModelConfig, directory: Path, out_dir: Path | None, verb: str) -> Path:
+    """out_dir, or the cache's directory for this checkpoint's derived files, created."""
+    if out_dir is None:
+        identity = checkpoint_identity(cfg.name, cfg.revision, directory)
+        out_dir = EmbeddingCache.open(cfg.cache_dir).artefact_dir(identity)
+        if out_dir is None:
+            raise ModelError(f"cannot {verb} CLAP model {cfg.name!r}: the cache is not writable")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _artefact_metadata(
+    cfg: ModelConfig, directory: Path, model: Any, settings: MelSettings, fmt: int
+) -> dict[str, Any]:
+    """What a runner needs beside an exported or traced tower, and what it was made from."""
+    import torch
+
+    return {
+        "format": fmt,
+        "model_id": cfg.name,
+        "revision": cfg.revision,
+        "checkpoint": str(directory),
+        "embedding_dim": int(model.config.projection_dim),
+        "logit_scale": _logit_scale(cfg, directory),
+        "features": settings.to_dict(),
+        "torch": torch.__version__,
+        "producer": producer_version(),
+    }
+
+
 def _trace_tower(model: Any, settings: MelSettings, precision: str) -> Any:
-    """The audio tower (features -> normalised embeddings) as a frozen TorchScript graph, or
-    None when it cannot be traced faithfully (then the eager model runs).
+    """The audio tower (features -> normalised embeddings) as a frozen TorchScript graph;
+    Untraceable when it cannot be traced faithfully (then the eager model runs).
 
     The HTSAT forward is about 1,500 small operations, each dispatched from Python; one graph
-    saves that overhead, and for fp32 optimize_for_inference packs the Linear weights for
-    oneDNN. Measured on 2 cores, 10 s windows, interleaved in one process: fp32 89.5 -> 81.7
-    ms, int8 53.2 -> 45.9 ms, bf16 no change. torch.jit is deprecated in torch 2.13 but works;
-    torch.compile would need a C++ compiler on the device. The graph is checked against the
-    eager model on two probe windows (also a batch, as tracing fixes shapes) before it is used.
+    saves that overhead (measured on 2 cores, 10 s windows, interleaved in one process: fp32
+    89.5 -> 81.7 ms, int8 53.2 -> 45.9 ms, bf16 no change) and, saved to disk, lets the
+    daemon run the tower without importing transformers. torch.jit is deprecated in torch
+    2.13 but works; torch.compile would need a C++ compiler on the device. The graph is
+    checked against the eager model on two probe windows (also a batch, as tracing fixes
+    shapes) before it is used.
     """
     import torch
 
@@ -499,23 +761,17 @@ def _trace_tower(model: Any, settings: MelSettings, precision: str) -> Any:
                 tower, probe[:1], check_trace=False, strict=False
             )
             graph = torch.jit.freeze(traced)
-            if precision == "fp32":
-                graph = torch.jit.optimize_for_inference(graph)
             # Like with like: int8's dynamic quantisation ranges span the whole batch, so even
             # the eager tower gives a window other embeddings alone than within a batch.
             expected, expected_single = tower(probe), tower(probe[1:])
             got, single = graph(probe), graph(probe[1:])
     except Exception as err:
-        logger.warning("running the audio tower eagerly: tracing it failed: %s", first_line(err))
-        return None
+        raise Untraceable(f"tracing it failed: {first_line(err)}") from err
     difference = max(
         float((got - expected).abs().max()), float((single - expected_single).abs().max())
     )
     if not difference <= TRACE_TOLERANCE:
-        logger.warning(
-            "running the audio tower eagerly: its traced graph differs by %.2g", difference
-        )
-        return None
+        raise Untraceable(f"its traced graph differs by {difference:.2g}")
     return graph
 
 
@@ -562,23 +818,8 @@ def export_onnx(cfg: ModelConfig, out_dir: Path | None = None) -> Path:
         settings = MelSettings.from_extractor(extractor.to_dict())
     except ValueError as err:
         raise ModelError(f"cannot export CLAP model {cfg.name!r} to ONNX: {err}") from err
-    if out_dir is None:
-        identity = checkpoint_identity(cfg.name, cfg.revision, directory)
-        out_dir = EmbeddingCache.open(cfg.cache_dir).artefact_dir(identity)
-        if out_dir is None:
-            raise ModelError(f"cannot export CLAP model {cfg.name!r}: the cache is not writable")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metadata = {
-        "format": ONNX_FORMAT,
-        "model_id": cfg.name,
-        "revision": cfg.revision,
-        "checkpoint": str(directory),
-        "embedding_dim": int(model.config.projection_dim),
-        "logit_scale": _logit_scale(cfg, directory),
-        "features": settings.to_dict(),
-        "torch": torch.__version__,
-        "producer": producer_version(),
-    }
+    out_dir = _artefact_dir(cfg, directory, out_dir, "export")
+    metadata = _artefact_metadata(cfg, directory, model, settings, ONNX_FORMAT)
     fp32_name, fp32_meta = onnx_file_names("fp32")
     fp32_path = out_dir / fp32_name
     if not (fp32_path.is_file() and (out_dir / fp32_meta).is_file()):
@@ -679,13 +920,13 @@ def embed_prompts(cfg: ModelConfig, prompts: Sequence[str]) -> np.ndarray:
 
 
 def _helper_main(argv: Sequence[str]) -> int:
-    """`python -m monitor.model export|embed-text`: the torch work of the onnx backend, in a
-    process of its own so that the daemon itself never imports torch."""
+    """`python -m monitor.model export|trace|embed-text`: the work that needs transformers, in
+    a process of its own, so that the daemon never imports it (nor torch, with onnx)."""
     parser = argparse.ArgumentParser(prog="python -m monitor.model")
-    parser.add_argument("command", choices=("export", "embed-text"))
+    parser.add_argument("command", choices=("export", "trace", "embed-text"))
     parser.add_argument("--config", required=True, help="ModelConfig as JSON")
     parser.add_argument("--result", required=True, type=Path, help="JSON result file")
-    parser.add_argument("--out-dir", type=Path, help="export: directory instead of the cache")
+    parser.add_argument("--out-dir", type=Path, help="export, trace: directory, not the cache")
     parser.add_argument("--prompts", type=Path, help="embed-text: JSON list of prompts")
     parser.add_argument("--embeddings", type=Path, help="embed-text: output .npy")
     args = parser.parse_args(list(argv))
@@ -698,6 +939,11 @@ def _helper_main(argv: Sequence[str]) -> int:
         if args.command == "export":
             path = export_onnx(cfg, args.out_dir)
             result: dict[str, Any] = {"onnx": str(path)}
+        elif args.command == "trace":
+            try:
+                result = {"graph": str(build_graph(cfg, args.out_dir))}
+            except Untraceable as err:
+                result = {"refused": str(err)}
         else:
             prompts = json.loads(args.prompts.read_text(encoding="utf-8"))
             np.save(args.embeddings, embed_prompts(cfg, prompts))

@@ -9,11 +9,7 @@ spawns nothing.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,24 +19,20 @@ from typing import Any
 import numpy as np
 
 from monitor.config import ModelConfig
-from monitor.embedcache import (
-    CachedTextEmbedder,
-    CheckpointIdentity,
-    EmbeddingCache,
-    checkpoint_identity,
-    locate_checkpoint,
-)
+from monitor.embedcache import CachedTextEmbedder, EmbeddingCache
 from monitor.errors import ConfigError, ModelError
 from monitor.features import MelSettings, NumpyMelFeatures, check_window
+from monitor.helper import (
+    HelperTextEncoder,
+    cached_artefact,
+    identity_of,
+    read_metadata,
+    run_torch_helper,
+)
 from monitor.model import ONNX_FORMAT, ONNX_PRECISIONS, onnx_file_names, resolve_source
 from monitor.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
-
-# A first export of the full-size tower takes about a minute on a desktop CPU; give a slow
-# single-board computer plenty more before calling it hung.
-HELPER_TIMEOUT_SECONDS = 3600.0
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class OnnxClapRunner:
@@ -105,105 +97,13 @@ class OnnxClapRunner:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def run_torch_helper(
-    command: str, cfg: ModelConfig, work: Path, *extra: str, timeout_seconds: float | None = None
-) -> dict[str, Any]:
-    """Run `python -m monitor.model <command>` and return its JSON result; ModelError if it
-    reports one or fails. The helper is killed if this thread is interrupted (stop signal)."""
-    result_path = work / "result.json"
-    argv = [sys.executable, "-m", "monitor.model", command, "--config", cfg.model_dump_json()]
-    argv += ["--result", str(result_path), *extra]
-    env = dict(os.environ)
-    # The helper must import this very package, installed or not.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    timeout = HELPER_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
-    head = f"cannot prepare CLAP model {cfg.name!r} for ONNX Runtime"
-    try:
-        proc = subprocess.run(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise ModelError(f"{head}: the torch helper ({command}) took over {timeout:g} s") from err
-    except OSError as err:
-        raise ModelError(f"{head}: cannot start the torch helper ({err})") from err
-    for line in proc.stderr.splitlines():
-        logger.debug("torch helper: %s", line)
-    try:
-        result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-        raise ModelError(f"{head}: the torch helper ({command}) failed: {last}") from None
-    if "error" in result:
-        raise ModelError(str(result["error"]))
-    return result
-
-
-class _HelperTextEncoder:
-    """Prompts embedded by the checkpoint's text tower in the torch helper process."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        self._cfg = cfg
-
-    def __call__(self, prompts: Sequence[str]) -> np.ndarray:
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="audio-monitor-text-") as name:
-            work = Path(name)
-            (work / "prompts.json").write_text(json.dumps(list(prompts)), encoding="utf-8")
-            out = work / "embeddings.npy"
-            run_torch_helper(
-                "embed-text",
-                self._cfg,
-                work,
-                "--prompts",
-                str(work / "prompts.json"),
-                "--embeddings",
-                str(out),
-            )
-            embeddings = np.load(out, allow_pickle=False)
-        logger.info(
-            "embedded %d prompt(s) in the torch helper process (%.1f s)",
-            len(prompts),
-            time.monotonic() - started,
-        )
-        return np.asarray(embeddings, dtype=np.float32)
-
-
-def _identity(cfg: ModelConfig) -> CheckpointIdentity | None:
-    directory = locate_checkpoint(cfg.name, cfg.revision)
-    return None if directory is None else checkpoint_identity(cfg.name, cfg.revision, directory)
-
-
-def _read_metadata(path: Path) -> dict[str, Any] | None:
-    try:
-        metadata: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    wanted = ("format", "precision", "features", "logit_scale", "embedding_dim")
-    if not all(key in metadata for key in wanted) or metadata["format"] != ONNX_FORMAT:
-        return None
-    return metadata
+METADATA_KEYS = ("format", "precision", "features", "logit_scale", "embedding_dim")
 
 
 def cached_export(cfg: ModelConfig, cache: EmbeddingCache) -> tuple[Path, dict[str, Any]] | None:
     """(model file, metadata) of a finished export of this checkpoint and precision, if any."""
-    identity = _identity(cfg)
-    directory = None if identity is None else cache.artefact_dir(identity)
-    if directory is None:
-        return None
-    model_name, meta_name = onnx_file_names(cfg.precision)
-    metadata = _read_metadata(directory / meta_name)
-    if metadata is None or not (directory / model_name).is_file():
-        return None
-    return directory / model_name, metadata
+    names = onnx_file_names(cfg.precision)
+    return cached_artefact(cfg, cache, names, ONNX_FORMAT, *METADATA_KEYS)
 
 
 def _session(path: Path, cfg: ModelConfig) -> Any:
@@ -277,7 +177,7 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
         with tempfile.TemporaryDirectory(prefix="audio-monitor-onnx-") as name:
             # Without a cache the export goes to a temporary directory, is loaded, and goes.
             exported = _export(cfg, None if cache.enabled else Path(name))
-            loaded = _read_metadata(exported.with_suffix(".json"))
+            loaded = read_metadata(exported.with_suffix(".json"), ONNX_FORMAT, *METADATA_KEYS)
             if loaded is None:
                 raise ModelError(
                     f"cannot load CLAP model {cfg.name!r}: the ONNX export {exported} has no "
@@ -293,9 +193,9 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
                     f"{exported} ({reason})"
                 ) from err
             model_path = exported if cache.enabled else None
-    identity = _identity(cfg)
+    identity = identity_of(cfg)
     text = CachedTextEmbedder(
-        cache, identity, _HelperTextEncoder(cfg), int(metadata["embedding_dim"])
+        cache, identity, HelperTextEncoder(cfg), int(metadata["embedding_dim"])
     )
     runner = OnnxClapRunner(
         cfg.name, session, metadata, text, max_batch=cfg.max_batch, model_path=model_path

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from monitor.config import LabelSetConfig, ModelConfig
-from monitor.model import ClapRunner, TorchClapRunner, load_clap, read_logit_scale
+from monitor.model import (
+    ClapRunner,
+    TorchClapRunner,
+    Untraceable,
+    build_graph,
+    graph_file_names,
+    load_clap,
+    read_logit_scale,
+)
 from monitor.scoring import LabelSetScorer
 from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
 
@@ -315,12 +323,78 @@ def test_directory_without_processor_files(missing_weights: Any) -> None:
 # --- The fast path: audio tower only, cached label embeddings, precisions --------------------
 
 
-def test_runner_holds_the_audio_tower_only(runner: ClapRunner) -> None:
+def test_the_daemon_runner_holds_a_cached_graph_and_no_model(
+    runner: ClapRunner, tiny_clap_dir: Path, cache_dir: Path
+) -> None:
+    assert isinstance(runner, TorchClapRunner)
+    assert runner.traced
+    assert runner._model is None  # neither tower of transformers' model, only the graph
+    assert list((cache_dir / "models").glob(f"*/{graph_file_names('fp32')[0]}"))
+
+
+def test_the_eager_runner_holds_the_audio_tower_only(tiny_clap_dir: Path, cache_dir: Path) -> None:
     from transformers import ClapAudioModelWithProjection
 
-    assert isinstance(runner, TorchClapRunner)
-    assert isinstance(runner._model, ClapAudioModelWithProjection)
-    assert not hasattr(runner._model, "text_model")
+    eager = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False))
+    assert isinstance(eager, TorchClapRunner)
+    assert not eager.traced
+    assert isinstance(eager._model, ClapAudioModelWithProjection)
+    assert not hasattr(eager._model, "text_model")
+
+
+_WARM_SCRIPT = """
+import json, logging, sys
+import numpy as np
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from monitor.config import ModelConfig
+from monitor.model import load_clap
+
+name, cache_dir, prompts, precision = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+runner = load_clap(ModelConfig(name=name, cache_dir=cache_dir, precision=precision))
+text = runner.embed_text(prompts)
+rng = np.random.default_rng(5)
+audio = runner.embed_audio([(0.1 * rng.standard_normal(48000)).astype(np.float32)])
+print(json.dumps({
+    "transformers": "transformers" in sys.modules,
+    "text": text.tolist(),
+    "audio": audio.tolist(),
+}))
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_warm_daemon_process_never_imports_transformers(
+    tiny_clap_dir: Path, cache_dir: Path, precision: str
+) -> None:
+    prompts = ["This is a sound of kettle.", "This is a sound of door."]
+    cfg = ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, precision=precision)
+    first = load_clap(cfg)  # traces, or finds the graph, and embeds the prompts once
+    expected_text = first.embed_text(prompts)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WARM_SCRIPT,
+            str(tiny_clap_dir),
+            str(cache_dir),
+            json.dumps(prompts),
+            precision,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["transformers"] is False
+    assert "TorchScript graph" in proc.stderr
+    assert "torch helper" not in proc.stderr  # nothing traced or embedded again
+    np.testing.assert_allclose(result["text"], expected_text, atol=1e-7)
+    rng = np.random.default_rng(5)
+    window = (0.1 * rng.standard_normal(48000)).astype(np.float32)
+    np.testing.assert_allclose(result["audio"], first.embed_audio([window]), atol=1e-6)
 
 
 def test_logit_scale_is_read_from_the_weights_file(tiny_clap_dir: Path) -> None:
@@ -360,14 +434,18 @@ def test_label_embeddings_come_from_the_cache(
         later = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
         again = later.embed_text(prompts)
     np.testing.assert_array_equal(again, first)
-    assert not any("text tower" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("TorchScript graph" in m for m in messages)  # the records were captured
+    assert not any("not in the cache" in m or "text tower" in m for m in messages)
 
 
 def test_text_tower_is_loaded_on_a_miss_and_dropped_when_scoring_starts(
     tiny_clap_dir: Path, tmp_path: Path
 ) -> None:
-    fresh = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path))
+    # The eager runner loads the text tower in its own process (the graph runner never does).
+    fresh = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path, trace=False))
     assert isinstance(fresh, TorchClapRunner)
+    assert fresh._text_encoder is not None
     assert fresh._text_encoder._loaded is None  # not even loaded at start
     fresh.embed_text(["This is a sound of rain."])
     assert fresh._text_encoder._loaded is not None
@@ -426,7 +504,7 @@ def test_max_batch_splits_a_long_batch(tiny_clap_dir: Path, cache_dir: Path) -> 
     np.testing.assert_allclose(small.embed_audio(windows), large.embed_audio(windows), atol=1e-5)
 
 
-def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: Path) -> None:
+def _fused_checkpoint(tiny_clap_dir: Path, tmp_path: Path) -> Path:
     import torch
     from transformers import ClapConfig, ClapModel
 
@@ -440,7 +518,14 @@ def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: 
     processor = json.loads((tiny_clap_dir / "processor_config.json").read_text(encoding="utf-8"))
     processor["feature_extractor"]["truncation"] = "fusion"
     (fused / "processor_config.json").write_text(json.dumps(processor), encoding="utf-8")
-    fused_runner = load_clap(ModelConfig(name=str(fused), cache_dir=tmp_path / "cache"))
+    return fused
+
+
+def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: Path) -> None:
+    fused = _fused_checkpoint(tiny_clap_dir, tmp_path)
+    fused_runner = load_clap(
+        ModelConfig(name=str(fused), cache_dir=tmp_path / "cache", trace=False)
+    )
     embeddings = fused_runner.embed_audio([WINDOWS["noise_1s"], WINDOWS["chirp_10s"]])
     assert embeddings.shape == (2, PROJECTION_DIM)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
@@ -500,36 +585,53 @@ def test_export_stretch_as_matmul_equals_the_bicubic_resize(tiny_clap_dir: Path)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_the_tower_runs_as_a_traced_graph(
+def test_the_graph_equals_the_eager_tower(
     tiny_clap_dir: Path, cache_dir: Path, precision: str
 ) -> None:
     cfg = ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, precision=precision)
-    runner = load_clap(cfg)
-    assert isinstance(runner, TorchClapRunner)
-    assert runner._traced is not None
+    graph = load_clap(cfg)
+    eager = load_clap(cfg.model_copy(update={"trace": False}))
+    assert isinstance(graph, TorchClapRunner) and isinstance(eager, TorchClapRunner)
+    assert graph.traced and not eager.traced
     windows = list(WINDOWS.values())
-    traced = runner.embed_audio(windows)
-    runner._traced = None  # the eager model, as when tracing is refused
-    np.testing.assert_allclose(traced, runner.embed_audio(windows), atol=1e-5)
+    np.testing.assert_allclose(graph.embed_audio(windows), eager.embed_audio(windows), atol=1e-5)
 
 
-def test_a_graph_that_disagrees_is_not_used(
-    tiny_clap_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+def test_fp32_linear_layers_run_through_onednn(tiny_clap_dir: Path, runner: ClapRunner) -> None:
+    import torch
+    from transformers import ClapAudioModelWithProjection
+
+    from monitor.model import _linear_through_onednn, _normalised_tower
+
+    plain: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
+    onednn: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
+    layers = sum(isinstance(m, torch.nn.Linear) for m in onednn.modules())
+    assert _linear_through_onednn(onednn) == layers > 0
+    torch.manual_seed(3)
+    features = torch.randn(2, 1, 1001, 64) * 20.0 - 40.0
+    with torch.inference_mode():
+        expected = _normalised_tower(plain)(features)
+        got = _normalised_tower(onednn)(features)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # The daemon's fp32 graph calls the op (the comparison above would pass without it).
+    assert isinstance(runner, TorchClapRunner)
+    assert "audio_monitor::linear" in str(runner._tower.graph)
+
+
+def test_a_graph_that_disagrees_is_refused(
+    tiny_clap_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import monitor.model
 
-    # No graph can be that close: the check must refuse it and keep the eager model.
+    # No graph can be that close: the check must refuse it.
     monkeypatch.setattr(monitor.model, "TRACE_TOLERANCE", -1.0)
-    with caplog.at_level(logging.WARNING, logger="monitor.model"):
-        runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
-    assert isinstance(runner, TorchClapRunner)
-    assert runner._traced is None
-    assert any("traced graph differs" in r.getMessage() for r in caplog.records)
-    assert runner.embed_audio([WINDOWS["noise_1s"]]).shape == (1, PROJECTION_DIM)
+    with pytest.raises(Untraceable, match="traced graph differs"):
+        build_graph(ModelConfig(name=str(tiny_clap_dir)), tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing half-written for a daemon to find
 
 
-def test_a_tower_that_cannot_be_traced_runs_eagerly(
-    tiny_clap_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+def test_a_tower_that_cannot_be_traced_is_refused(
+    tiny_clap_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
@@ -537,15 +639,66 @@ def test_a_tower_that_cannot_be_traced_runs_eagerly(
         raise RuntimeError("tracer unavailable")
 
     monkeypatch.setattr(torch.jit, "trace", refuse)
+    with pytest.raises(Untraceable, match="tracing it failed: tracer unavailable"):
+        build_graph(ModelConfig(name=str(tiny_clap_dir)), tmp_path)
+
+
+def test_a_refused_graph_leaves_the_eager_model_running(
+    tiny_clap_dir: Path, tmp_path: Path, caplog: Any
+) -> None:
+    fused = _fused_checkpoint(tiny_clap_dir, tmp_path)  # its extractor cannot be traced
     with caplog.at_level(logging.WARNING, logger="monitor.model"):
-        runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+        runner = load_clap(ModelConfig(name=str(fused), cache_dir=tmp_path / "cache"))
     assert isinstance(runner, TorchClapRunner)
-    assert runner._traced is None
-    assert any("tracing it failed: tracer unavailable" in r.getMessage() for r in caplog.records)
+    assert not runner.traced
+    assert any(
+        "running the audio tower eagerly: the fusion" in r.getMessage() for r in caplog.records
+    )
+    assert runner.embed_audio([WINDOWS["noise_1s"]]).shape == (1, PROJECTION_DIM)
+
+
+def _cached_graph(cache_dir: Path, precision: str) -> Path:
+    (found,) = (cache_dir / "models").glob(f"*/{graph_file_names(precision)[0]}")
+    return found
+
+
+@pytest.mark.parametrize("damage", ["truncated graph", "graph of another torch"])
+def test_an_unusable_cached_graph_is_traced_again(
+    tiny_clap_dir: Path, tmp_path: Path, caplog: Any, damage: str
+) -> None:
+    cfg = ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path)
+    expected = load_clap(cfg).embed_audio([WINDOWS["chirp_10s"]])
+    path = _cached_graph(tmp_path, "fp32")
+    if damage == "truncated graph":
+        path.write_bytes(path.read_bytes()[:1000])
+        said = "is unusable"
+    else:
+        meta = path.with_suffix(".json")
+        meta.write_text(
+            json.dumps({**json.loads(meta.read_text(encoding="utf-8")), "torch": "1.0.0"}),
+            encoding="utf-8",
+        )
+        said = "from torch 1.0.0; tracing again"
+    with caplog.at_level(logging.INFO, logger="monitor.model"):
+        again = load_clap(cfg)
+    assert any(said in r.getMessage() for r in caplog.records)
+    assert isinstance(again, TorchClapRunner) and again.traced
+    np.testing.assert_allclose(again.embed_audio([WINDOWS["chirp_10s"]]), expected, atol=1e-6)
+
+
+def test_without_a_cache_the_graph_is_traced_at_every_start(
+    tiny_clap_dir: Path, tmp_path: Path, runner: ClapRunner
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    uncached = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=blocker / "cache"))
+    assert isinstance(uncached, TorchClapRunner) and uncached.traced
+    window = [WINDOWS["tone_1khz_5s"]]
+    np.testing.assert_allclose(uncached.embed_audio(window), runner.embed_audio(window), atol=1e-6)
 
 
 def test_trace_false_keeps_the_eager_model(tiny_clap_dir: Path, cache_dir: Path) -> None:
     runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False))
     assert isinstance(runner, TorchClapRunner)
-    assert runner._traced is None
+    assert not runner.traced
     assert runner.embed_audio([WINDOWS["noise_1s"]]).shape == (1, PROJECTION_DIM)
