@@ -19,9 +19,7 @@ from monitor.features import (
     pad_windows,
     slaney_mel_filters,
 )
-from monitor.frames import Window
-from monitor.ringbuffer import RingBuffer
-from monitor.windowing import Windower
+from tests.support.streams import stream_audio, stream_windows
 from tests.support.tiny_clap import FEATURE_EXTRACTOR_SETTINGS
 
 RATE_HZ = 48000
@@ -195,27 +193,6 @@ def _as_array(features: Any) -> np.ndarray:
     return np.asarray(features.numpy() if hasattr(features, "numpy") else features)
 
 
-def _stream(rate_hz: int, seconds: float, seed: int = 9) -> np.ndarray:
-    """Broadband noise, a tone and a chirp: energy in every mel band the source rate allows."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * rate_hz)) / rate_hz
-    chirp = np.sin(2 * np.pi * (200 * t + 150 * t**2))
-    signal = 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * 700 * t) + 0.1 * chirp
-    out: np.ndarray = signal.astype(np.float32)
-    return out
-
-
-def _stream_windows(rate_hz: int, seconds: float, hop_seconds: float = 1.0) -> list[Window]:
-    """10 s windows every hop of a stream, cut and resampled one by one by the Windower."""
-    ring = RingBuffer(round(rate_hz * (seconds + 1)), 1, rate_hz)
-    ring.write(_stream(rate_hz, seconds)[:, None], wall_time_end=1_000_000.0)
-    windower = Windower(ring, "src", window_seconds=10.0, hop_seconds=hop_seconds, catch_up=True)
-    windows = []
-    while (window := windower.next_window(0)) is not None:
-        windows.append(window)
-    return windows
-
-
 @pytest.mark.parametrize("implementation", sorted(FEATURE_CLASSES))
 @pytest.mark.parametrize("rate_hz", [44100, 48000, 16000])
 def test_streamed_windows_equal_each_window_computed_in_full(
@@ -223,7 +200,7 @@ def test_streamed_windows_equal_each_window_computed_in_full(
 ) -> None:
     cls = FEATURE_CLASSES[implementation]
     full, streaming = cls(settings), StreamingMel(cls(settings))
-    windows = _stream_windows(rate_hz, 15.0)
+    windows = stream_windows(rate_hz, 15.0)
     assert len(windows) == 6
     del windows[3]  # a skipped window (a live worker that fell behind): its frames are missing
     differences = []
@@ -251,7 +228,7 @@ def test_the_next_window_computes_only_its_new_frames_and_edges(
     settings: MelSettings, implementation: str
 ) -> None:
     streaming = StreamingMel(FEATURE_CLASSES[implementation](settings))
-    first, second = _stream_windows(48000, 11.0)
+    first, second = stream_windows(48000, 11.0)
     streaming([first.samples], [first.model_start_index])
     assert streaming.frames_computed == 1001
     assert streaming.frames_reused == 0
@@ -268,7 +245,7 @@ def test_windows_the_cache_cannot_serve_are_computed_in_full(
 ) -> None:
     cls = FEATURE_CLASSES[implementation]
     full, streaming = cls(settings), StreamingMel(cls(settings))
-    stream = _stream(48000, 12.0)
+    stream = stream_audio(48000, 12.0)
     first, shifted = stream[:480000], stream[48100:528100]
     short = SIGNALS["tone_300hz_3.3s"]
     streaming([first], [0])
@@ -293,7 +270,7 @@ def test_windows_the_cache_cannot_serve_are_computed_in_full(
 def test_the_cache_is_a_bounded_ring(settings: MelSettings) -> None:
     streaming = StreamingMel(NumpyMelFeatures(settings))
     assert streaming.capacity_frames == 2 * 1001
-    stream = _stream(48000, 40.0)
+    stream = stream_audio(48000, 40.0)
     for second in range(31):
         start = second * 48000
         streaming([stream[start : start + 480000]], [start])
@@ -312,7 +289,7 @@ def test_the_cache_is_a_bounded_ring(settings: MelSettings) -> None:
 
 def test_a_position_going_back_starts_a_new_stream(settings: MelSettings) -> None:
     full, streaming = NumpyMelFeatures(settings), StreamingMel(NumpyMelFeatures(settings))
-    one, other = _stream(48000, 11.0, seed=1), _stream(48000, 11.0, seed=2)
+    one, other = stream_audio(48000, 11.0, seed=1), stream_audio(48000, 11.0, seed=2)
     streaming([one[:480000], one[48000:528000]], [0, 48000])
     # Another stream at the same positions: the first stream's frames must not be reused.
     ours = streaming([other[48000:528000]], [48000])
