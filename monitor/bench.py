@@ -235,12 +235,17 @@ def bench_label_set(labels: Sequence[str]) -> LabelSetConfig:
 
 @dataclass(frozen=True)
 class Workload:
-    """The windows both paths score: mono at the source rate, as the ring buffer holds them."""
+    """The windows both paths score: mono at the source rate, as the ring buffer holds them,
+    cut every hop from one continuous stream as the daemon cuts them."""
 
     windows: list[np.ndarray] = field(repr=False)
     source_rate_hz: int
     window_seconds: float
     description: str
+    hop_seconds: float
+    # Each window's first sample at the model's rate, as Window.model_start_index (None when
+    # not a whole sample): the monitor's path passes them so that windows share frames.
+    positions: list[int | None] = field(repr=False)
 
     def model_windows(self) -> list[np.ndarray]:
         """The same windows resampled to the model's rate (what the pipeline is given)."""
@@ -298,17 +303,29 @@ def _file_audio(path: Path) -> tuple[np.ndarray, int, str]:
     return np.concatenate(parts), rate_hz, what
 
 
-def make_workload(audio: Path | None, windows: int, window_seconds: float) -> Workload:
-    """`windows` consecutive windows of the given audio (looped as needed), or generated ones."""
+def make_workload(
+    audio: Path | None, windows: int, window_seconds: float, hop_seconds: float
+) -> Workload:
+    """`windows` windows every `hop_seconds` of one stream: the given audio (looped as
+    needed), or generated audio; sizes rounded to whole samples as the Windower rounds them."""
     if audio is None:
         rate = GENERATED_RATE_HZ
-        cut = [generated_audio(window_seconds, rate, RANDOM_SEED + i) for i in range(windows)]
-        return Workload(cut, rate, window_seconds, f"generated, {rate} Hz")
-    samples, rate, what = _file_audio(audio)
+        what = "generated"
+    else:
+        samples, rate, what = _file_audio(audio)
     size = max(1, round(window_seconds * rate))
-    looped = np.resize(samples, size * windows).astype(np.float32)
-    cut = [looped[i * size : (i + 1) * size].copy() for i in range(windows)]
-    return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz")
+    step = max(1, round(hop_seconds * rate))
+    total = size + (windows - 1) * step
+    if audio is None:
+        stream = generated_audio(total / rate, rate, RANDOM_SEED)
+    else:
+        stream = np.resize(samples, total).astype(np.float32)
+    cut = [stream[i * step : i * step + size].copy() for i in range(windows)]
+    positions: list[int | None] = []
+    for i in range(windows):
+        start, remainder = divmod(i * step * MODEL_SAMPLE_RATE_HZ, rate)
+        positions.append(None if remainder else start)
+    return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz", hop_seconds, positions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,7 +675,7 @@ def model_config(
         raise ConfigError(f"{backend}/{precision}: {what}") from err
 
 
-AudioStage = Callable[[Sequence[np.ndarray]], Any]
+AudioStage = Callable[[Sequence[np.ndarray], Sequence[int | None] | None], Any]
 
 
 def stage_split(runner: Any) -> tuple[AudioStage, Callable[[Any], np.ndarray]] | None:
@@ -675,8 +692,10 @@ def _monitor_batch(
     scorers: Sequence[LabelSetScorer],
     batch: Sequence[np.ndarray],
     source_rate_hz: int,
+    positions: Sequence[int | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """One batch as the worker runs it: resample each window, embed together, score each set.
+    """One batch as the worker runs it: resample each window, embed together (with each
+    window's stream position, if given), score each set.
 
     Returns (embeddings, scores of the first set, seconds per stage for the whole batch).
     """
@@ -687,12 +706,12 @@ def _monitor_batch(
     split = stage_split(runner)
     if split is None:
         started = time.monotonic()
-        embeddings = runner.embed_audio(resampled)
+        embeddings = runner.embed_audio(resampled, positions)
         seconds["audio_tower"] = time.monotonic() - started
     else:
         front, tower = split
         started = time.monotonic()
-        features = front(resampled)
+        features = front(resampled, positions)
         seconds["features"] = time.monotonic() - started
         started = time.monotonic()
         embeddings = tower(features)
@@ -701,10 +720,6 @@ def _monitor_batch(
     scores = [scorer.score(embeddings) for scorer in scorers]
     seconds["scoring"] = time.monotonic() - started
     return np.asarray(embeddings), scores[0], seconds
-
-
-def _batches(items: Sequence[np.ndarray], size: int) -> list[Sequence[np.ndarray]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class _MonitorPath:
@@ -745,15 +760,18 @@ class _MonitorPath:
         )
         run.text_embedding_seconds = time.monotonic() - started
         run.features_separate = stage_split(self.runner) is not None
+        # No positions: nothing is cached, so the first timed window starts cold, as a
+        # daemon's first window does.
         warm_up = self.workload.windows[:batch]
         _monitor_batch(self.runner, self.scorers, warm_up, self.workload.source_rate_hz)
 
     def measure(self, indices: Sequence[int]) -> None:
         run = self.run
         windows = [self.workload.windows[i] for i in indices]
+        positions = [self.workload.positions[i] for i in indices]
         started, cpu = time.monotonic(), time.process_time()
         emb, first_set, seconds = _monitor_batch(
-            self.runner, self.scorers, windows, self.workload.source_rate_hz
+            self.runner, self.scorers, windows, self.workload.source_rate_hz, positions
         )
         count = len(windows)
         run.ms += [(time.monotonic() - started) * 1000.0 / count] * count
@@ -858,10 +876,14 @@ def _run_child_monitor(spec: dict[str, Any], windows: np.ndarray) -> dict[str, A
     gc.collect()
     after_load = memory_mib()["rss"]
     rate = int(spec["source_rate_hz"])
+    size = int(spec["batch"])
+    positions: list[int | None] = spec["positions"]
     memory = _SteadyMemory()
-    for batch in _batches(list(windows), int(spec["batch"])):
-        resampled = [resample_to(w, rate, MODEL_SAMPLE_RATE_HZ) for w in batch]
-        embeddings = runner.embed_audio(resampled)
+    for start in range(0, len(windows), size):
+        resampled = [
+            resample_to(w, rate, MODEL_SAMPLE_RATE_HZ) for w in windows[start : start + size]
+        ]
+        embeddings = runner.embed_audio(resampled, positions[start : start + size])
         for scorer in scorers:
             scorer.score(embeddings)
         memory.after_window()
@@ -1137,7 +1159,8 @@ def format_table(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [
         f"audio-monitor bench: {work['windows']} windows x {work['window_seconds']:g} s "
-        f"({work['audio']}), {work['labels']} labels, batch {work['batch']}, "
+        f"every {work['hop_seconds']:g} s ({work['audio']}), {work['labels']} labels, "
+        f"batch {work['batch']}, "
         f"{env['torch_threads']} torch threads on {env['cpu_count']} CPUs "
         f"(load average before/after {env['load_average_before']} / "
         f"{env['load_average_after']})",
@@ -1441,7 +1464,7 @@ def run_replay(
     load_before = _load_average()
     mqtt = _parse_mqtt(args.mqtt)
     seconds = float(args.replay_minutes) * 60.0
-    hop = float(getattr(args, "hop_seconds", None) or min(REPLAY_HOP_SECONDS, args.window_seconds))
+    hop = _hop_seconds(args)
     samples, rate, what = _replay_audio(args.audio, seconds, args.window_seconds)
     wav = work_dir / "replay.wav"
     sf.write(str(wav), samples, rate, subtype="PCM_16")
@@ -1536,6 +1559,9 @@ def _check_args(args: argparse.Namespace) -> None:
             f"--window-seconds: must be in (0, {MAX_WINDOW_SECONDS:g}] "
             f"(got {args.window_seconds:g})"
         )
+    hop = getattr(args, "hop_seconds", None)
+    if hop is not None and not 0 < hop <= 3600:
+        raise ConfigError(f"--hop-seconds: must be in (0, 3600] (got {hop:g})")
     if not 1 <= args.batch <= 64:
         raise ConfigError(f"--batch: must be 1..64 (got {args.batch})")
     if args.threads < 0:
@@ -1545,6 +1571,12 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.mqtt and args.replay_minutes is None:
         raise ConfigError("--mqtt is only used with --replay-minutes")
     _parse_mqtt(args.mqtt)
+
+
+def _hop_seconds(args: argparse.Namespace) -> float:
+    """--hop-seconds, else the daemon's default hop (or the window, if shorter: no gaps)."""
+    hop = getattr(args, "hop_seconds", None)
+    return float(hop) if hop is not None else min(REPLAY_HOP_SECONDS, args.window_seconds)
 
 
 def _load_average() -> list[float] | None:
@@ -1576,7 +1608,7 @@ def run_compare(
 ) -> dict[str, Any]:
     """Timings and agreement in this process, memory in children; the whole report."""
     load_before = _load_average()
-    workload = make_workload(args.audio, args.windows, args.window_seconds)
+    workload = make_workload(args.audio, args.windows, args.window_seconds, _hop_seconds(args))
     configs = [(b, p) for b in _unique(args.backend) for p in _unique(args.precision)]
     log.info(
         "bench: %d windows x %g s, %d labels, pipeline and %s",
@@ -1597,6 +1629,7 @@ def run_compare(
     common = {
         "windows": str(windows_path),
         "source_rate_hz": workload.source_rate_hz,
+        "positions": workload.positions,
         "labels": list(labels),
         "threads": args.threads,
         "batch": args.batch,
@@ -1630,6 +1663,7 @@ def run_compare(
         "workload": {
             "windows": len(workload.windows),
             "window_seconds": workload.window_seconds,
+            "hop_seconds": workload.hop_seconds,
             "labels": len(labels),
             "label_sets": 1,
             "template": DEFAULT_PROMPT_TEMPLATE,

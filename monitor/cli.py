@@ -95,6 +95,12 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--labels", type=int, default=30, help="labels scored per window")
     parser.add_argument("--windows", type=int, default=20, help="windows timed per path")
     parser.add_argument("--window-seconds", type=float, default=10.0, help="window length")
+    parser.add_argument(
+        "--hop-seconds",
+        type=float,
+        help="time between window starts, cut from one stream as the daemon cuts it; "
+        "default 1 (the daemon's), or the window length if shorter",
+    )
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass")
     parser.add_argument(
         "--precision",

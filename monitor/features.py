@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -14,6 +15,12 @@ logger = logging.getLogger(__name__)
 # power_to_db as ClapFeatureExtractor calls it: reference 1.0, floor 1e-10 (= -100 dB).
 MEL_FLOOR = 1e-10
 PADDINGS = ("repeatpad", "repeat", "pad")
+# Samples at either end of a window whose values belong to that window rather than to the
+# stream: each window is resampled on its own, and resample_poly assumes zeros outside it (its
+# filter reaches 10 input samples: 60 output samples from 8 kHz, 480 from 1 kHz), and the
+# resampled length is rounded by one sample at the end. A frame whose support comes this close
+# to an edge is computed for its window and never shared with another window.
+EDGE_MARGIN_SAMPLES = 2048
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,36 @@ def pad_windows(windows: Sequence[np.ndarray], settings: MelSettings) -> np.ndar
     return out
 
 
+def frame_segment(samples: np.ndarray, start: int, stop: int, settings: MelSettings) -> np.ndarray:
+    """float64 samples under frames start..stop-1 of a full window's centred STFT.
+
+    Frame f covers [f * hop - fft_size / 2, f * hop + fft_size / 2) of the window, reflected
+    at the window's ends as the centred STFT pads it (numpy's "reflect": the edge sample is
+    not repeated). Frames can then be taken every hop from the segment, with no centring.
+    """
+    half = settings.fft_size // 2
+    first = start * settings.hop_length - half
+    end = (stop - 1) * settings.hop_length + half
+    size = samples.shape[-1]
+    if first >= 0 and end <= size:
+        return np.asarray(samples[first:end], dtype=np.float64)
+    index = np.abs(np.arange(first, end))
+    index = np.where(index >= size, 2 * (size - 1) - index, index)
+    return np.asarray(samples[index], dtype=np.float64)
+
+
+class FrameFeatures(Protocol):
+    """A feature computation StreamingMel can cache: NumpyMelFeatures or TorchMelFeatures."""
+
+    settings: MelSettings
+
+    def __call__(self, windows: Sequence[np.ndarray]) -> Any: ...
+
+    def frame_run(self, samples: np.ndarray, start: int, stop: int) -> np.ndarray: ...
+
+    def as_output(self, features: np.ndarray) -> Any: ...
+
+
 class NumpyMelFeatures:
     """The features in numpy (float64 STFT, as the reference): for processes without torch."""
 
@@ -174,12 +211,28 @@ class NumpyMelFeatures:
         half = s.fft_size // 2
         signal = np.pad(np.asarray(padded, dtype=np.float64), ((0, 0), (half, half)), "reflect")
         frames = np.lib.stride_tricks.sliding_window_view(signal, s.fft_size, axis=-1)
-        spectrum = np.fft.rfft(frames[:, :: s.hop_length] * self._window, axis=-1)
+        return self._log_mel(frames[:, :: s.hop_length])[:, None]
+
+    def frame_run(self, samples: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Frames start..stop-1 of one full-length window: (stop - start, mel_bins) float32,
+        equal to the same rows of the whole window's features."""
+        s = self.settings
+        segment = frame_segment(samples, start, stop, s)
+        frames = np.lib.stride_tricks.sliding_window_view(segment, s.fft_size)[:: s.hop_length]
+        return self._log_mel(frames)
+
+    def as_output(self, features: np.ndarray) -> np.ndarray:
+        """(batch, 1, frames, mel_bins) float32 features in this class's output type."""
+        return features
+
+    def _log_mel(self, frames: np.ndarray) -> np.ndarray:
+        """(..., fft_size) float64 frames -> (..., mel_bins) float32 decibels."""
+        spectrum = np.fft.rfft(frames * self._window, axis=-1)
         power = (
             spectrum.real[..., : self._used_bins] ** 2 + spectrum.imag[..., : self._used_bins] ** 2
         )
-        mel = np.maximum(power @ self._filters, MEL_FLOOR)  # (batch, frames, mel_bins)
-        out: np.ndarray = (10.0 * np.log10(mel))[:, None].astype(np.float32)
+        mel = np.maximum(power @ self._filters, MEL_FLOOR)
+        out: np.ndarray = (10.0 * np.log10(mel)).astype(np.float32)
         return out
 
 
@@ -223,3 +276,151 @@ class TorchMelFeatures:
         power = spectrum.real.square() + spectrum.imag.square()
         mel = torch.matmul(power.transpose(1, 2), self._filters).clamp_(min=MEL_FLOOR)
         return mel.log10_().mul_(10.0).unsqueeze(1).to(torch.float32)
+
+    def frame_run(self, samples: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Frames start..stop-1 of one full-length window: (stop - start, mel_bins) float32,
+        equal to the same rows of the whole window's features."""
+        import torch
+
+        s = self.settings
+        segment = torch.from_numpy(frame_segment(samples, start, stop, s))
+        # The segment already holds each frame's whole support: no centring, no padding.
+        spectrum = torch.stft(
+            segment,
+            s.fft_size,
+            s.hop_length,
+            window=self._window,
+            center=False,
+            return_complex=True,
+        )[: self._used_bins]  # (bins, frames)
+        power = spectrum.real.square() + spectrum.imag.square()
+        mel = torch.matmul(power.transpose(0, 1), self._filters).clamp_(min=MEL_FLOOR)
+        out: np.ndarray = mel.log10_().mul_(10.0).to(torch.float32).numpy()
+        return out
+
+    def as_output(self, features: np.ndarray) -> Any:
+        """(batch, 1, frames, mel_bins) float32 features as a torch tensor (sharing memory)."""
+        import torch
+
+        return torch.from_numpy(features)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in a 1-D boolean array."""
+    bounds = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
+    return list(zip(bounds[::2].tolist(), bounds[1::2].tolist(), strict=True))
+
+
+class StreamingMel:
+    """Features of overlapping windows of one stream, each interior frame computed once.
+
+    A full-length window starting at stream sample p (model rate), p a multiple of
+    hop_length, has frame f at global frame p / hop_length + f. Away from the window's edges
+    (EDGE_MARGIN_SAMPLES) a frame depends only on stream samples, so it is kept in a ring of
+    capacity_frames slots keyed by global frame and reused by the next windows; the frames
+    near either edge see the centred STFT's reflect padding and the window's own resampling,
+    so they are always computed. With a one-second hop a window then computes about a tenth
+    of its frames. Windows with no position, a position off the frame grid, or fewer samples
+    (padded) are computed in full and not kept.
+
+    The cache belongs to one stream: a position at or before the previous one is taken as a
+    new stream and empties it (reset() does so explicitly).
+    """
+
+    def __init__(
+        self,
+        features: FrameFeatures,
+        *,
+        capacity_frames: int | None = None,
+        margin_samples: int = EDGE_MARGIN_SAMPLES,
+    ) -> None:
+        s = features.settings
+        self.features = features
+        self.settings = s
+        # Two windows' worth: the previous window's frames survive while the next is stored.
+        self.capacity_frames = 2 * s.frames if capacity_frames is None else capacity_frames
+        if self.capacity_frames < s.frames:
+            # A window's own frames must never evict each other within one store.
+            raise ValueError(f"capacity_frames must be at least {s.frames} (one window)")
+        half = s.fft_size // 2
+        # Interior frames: support [f * hop - half, f * hop + half) at least the margin inside.
+        self._interior_start = -(-(margin_samples + half) // s.hop_length)
+        self._interior_stop = max(
+            self._interior_start, (s.max_samples - margin_samples - half) // s.hop_length + 1
+        )
+        self._keys = np.full(self.capacity_frames, -1, dtype=np.int64)
+        self._values = np.zeros((self.capacity_frames, s.mel_bins), dtype=np.float32)
+        self._last_position: int | None = None
+        # Audio may be embedded from several threads; the ring is shared state.
+        self._lock = threading.Lock()
+        self.frames_computed = 0
+        self.frames_reused = 0
+
+    @property
+    def cached_frames(self) -> int:
+        """Frames held in the ring now (at most capacity_frames)."""
+        return int(np.count_nonzero(self._keys >= 0))
+
+    def reset(self) -> None:
+        """Forget every cached frame (a new stream starts)."""
+        with self._lock:
+            self._clear()
+
+    def __call__(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> Any:
+        """(len(windows), 1, frames, mel_bins) float32 in the wrapped class's output type.
+
+        positions: each window's first sample as an absolute index at the model's rate in this
+        stream, or None; without any, exactly the wrapped computation.
+        """
+        if positions is None or all(p is None for p in positions):
+            return self.features(windows)
+        if len(positions) != len(windows):
+            raise ValueError(f"{len(positions)} positions for {len(windows)} windows")
+        s = self.settings
+        out = np.empty((len(windows), 1, s.frames, s.mel_bins), dtype=np.float32)
+        with self._lock:
+            for row, (window, position) in enumerate(zip(windows, positions, strict=True)):
+                out[row, 0] = self._window(np.asarray(window).reshape(-1), position)
+        return self.features.as_output(out)
+
+    def _clear(self) -> None:
+        self._keys.fill(-1)
+        self._last_position = None
+
+    def _window(self, samples: np.ndarray, position: int | None) -> np.ndarray:
+        s = self.settings
+        if position is not None:
+            if position < 0:
+                raise ValueError(f"a window position must be >= 0, got {position}")
+            if self._last_position is not None and position <= self._last_position:
+                logger.debug(
+                    "window position %d is not after %d: new stream", position, self._last_position
+                )
+                self._clear()
+            self._last_position = position
+        if position is None or position % s.hop_length or samples.size != s.max_samples:
+            full = samples if samples.size == s.max_samples else pad_windows([samples], s)[0]
+            self.frames_computed += s.frames
+            return self.features.frame_run(full, 0, s.frames)
+        base = position // s.hop_length
+        start, stop = self._interior_start, self._interior_stop
+        result = np.empty((s.frames, s.mel_bins), dtype=np.float32)
+        frames = base + np.arange(start, stop)
+        slots = frames % self.capacity_frames
+        hit = self._keys[slots] == frames
+        result[start:stop][hit] = self._values[slots[hit]]
+        self.frames_reused += int(np.count_nonzero(hit))
+        needed = np.ones(s.frames, dtype=bool)
+        needed[start:stop] = ~hit
+        # One STFT per run of missing frames; edge frames join the run next to them.
+        for first, end in _runs(needed):
+            result[first:end] = self.features.frame_run(samples, first, end)
+            self.frames_computed += end - first
+            keep_first, keep_end = max(first, start), min(end, stop)
+            if keep_first < keep_end:
+                kept = base + np.arange(keep_first, keep_end)
+                self._keys[kept % self.capacity_frames] = kept
+                self._values[kept % self.capacity_frames] = result[keep_first:keep_end]
+        return result

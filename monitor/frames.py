@@ -19,6 +19,10 @@ class Window:
     end_index: int  # absolute sample index (source rate) one past the last sample
     start_time: datetime  # UTC, derived from the sample index and the stream's clock anchor
     end_time: datetime
+    # Index of the first sample in the stream at sample_rate_hz (the model's rate), when the
+    # window starts on a whole sample of that rate; None otherwise. Windows of one stream
+    # with positions can share the feature frames they overlap (monitor.features.StreamingMel).
+    model_start_index: int | None = None
 
     @property
     def duration_seconds(self) -> float:

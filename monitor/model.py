@@ -28,7 +28,7 @@ from monitor.embedcache import (
     write_json_atomic,
 )
 from monitor.errors import ModelError, first_line
-from monitor.features import MelSettings, TorchMelFeatures, check_window
+from monitor.features import MelSettings, StreamingMel, TorchMelFeatures, check_window
 from monitor.helper import (
     HelperTextEncoder,
     cached_artefact,
@@ -56,7 +56,9 @@ class ClapRunner(Protocol):
     """What callers use of a loaded checkpoint, whichever backend runs it.
 
     embed_text: (len(prompts), dim) float32 rows, L2-normalised; embed_audio: the same for
-    mono float32 windows of 1..max_samples samples at sample_rate_hz.
+    mono float32 windows of 1..max_samples samples at sample_rate_hz, with optionally each
+    window's first sample in its stream at that rate (monitor.frames.Window.model_start_index):
+    windows of one stream then share the feature frames they overlap.
     """
 
     model_id: str
@@ -67,7 +69,9 @@ class ClapRunner(Protocol):
 
     def embed_text(self, prompts: Sequence[str]) -> np.ndarray: ...
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray: ...
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray: ...
 
 
 class TorchClapRunner:
@@ -104,7 +108,8 @@ class TorchClapRunner:
         # (4 stacked crops and an is_longer flag), which only the extractor computes.
         self._model = model
         self._extractor = extractor
-        self._features = TorchMelFeatures(settings) if settings is not None else None
+        # One stream's windows at a time (the daemon's): positioned windows share frames.
+        self._features = StreamingMel(TorchMelFeatures(settings)) if settings is not None else None
         self._text = text
         # The eager path's in-process text tower, released once scoring starts.
         self._text_encoder = text_encoder
@@ -125,13 +130,16 @@ class TorchClapRunner:
         """Embed text prompts: (len(prompts), dim) float32, each row L2-normalised."""
         return self._text(prompts)
 
-    def audio_features(self, windows: Sequence[np.ndarray]) -> dict[str, Any]:
-        """The model's inputs for checked windows (input_features as the extractor makes them)."""
+    def audio_features(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> dict[str, Any]:
+        """The model's inputs for checked windows (input_features as the extractor makes them);
+        positions: each window's start in its stream (see ClapRunner), or None."""
         batch = [
             check_window(i, w, self.max_samples, self.sample_rate_hz) for i, w in enumerate(windows)
         ]
         if self._features is not None:
-            return {"input_features": self._features(batch)}
+            return {"input_features": self._features(batch, positions)}
         extracted = self._extractor(batch, sampling_rate=self.sample_rate_hz, return_tensors="pt")
         return {"input_features": extracted["input_features"], "is_longer": extracted["is_longer"]}
 
@@ -150,18 +158,28 @@ class TorchClapRunner:
                 result = self._tower(features["input_features"]).numpy()
         return result
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
         """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
 
         Each window must hold 1..max_samples samples: the checkpoint's extractor would crop a
         longer one at a random offset, so scores would no longer be reproducible. At most
-        max_batch windows go through the model at once (memory on small devices).
+        max_batch windows go through the model at once (memory on small devices). positions:
+        see ClapRunner.
         """
         if len(windows) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        if positions is not None and len(positions) != len(windows):
+            raise ValueError(f"{len(positions)} positions for {len(windows)} windows")
+        step = self.max_batch
         parts = [
-            self.embed_audio_features(self.audio_features(windows[start : start + self.max_batch]))
-            for start in range(0, len(windows), self.max_batch)
+            self.embed_audio_features(
+                self.audio_features(
+                    windows[i : i + step], None if positions is None else positions[i : i + step]
+                )
+            )
+            for i in range(0, len(windows), step)
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 

@@ -21,7 +21,7 @@ import numpy as np
 from monitor.config import ModelConfig
 from monitor.embedcache import CachedTextEmbedder, EmbeddingCache
 from monitor.errors import ConfigError, ModelError
-from monitor.features import MelSettings, NumpyMelFeatures, check_window
+from monitor.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
 from monitor.helper import (
     HelperTextEncoder,
     cached_artefact,
@@ -56,7 +56,8 @@ class OnnxClapRunner:
         self._input = session.get_inputs()[0].name
         self._text = text
         settings = MelSettings.from_dict(metadata["features"])
-        self._features = NumpyMelFeatures(settings)
+        # One stream's windows at a time (the daemon's): positioned windows share frames.
+        self._features = StreamingMel(NumpyMelFeatures(settings))
         self.sample_rate_hz: int = settings.sample_rate_hz
         self.max_samples: int = settings.max_samples
         self.logit_scale: float = float(metadata["logit_scale"])
@@ -67,12 +68,16 @@ class OnnxClapRunner:
         """Embed text prompts: (len(prompts), dim) float32, each row L2-normalised."""
         return self._text(prompts)
 
-    def audio_features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """The model's input features of checked windows: (n, 1, frames, mel bins) float32."""
+    def audio_features(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
+        """The model's input features of checked windows: (n, 1, frames, mel bins) float32;
+        positions: each window's start in its stream (see ClapRunner), or None."""
         batch = [
             check_window(i, w, self.max_samples, self.sample_rate_hz) for i, w in enumerate(windows)
         ]
-        return self._features(batch)
+        features: np.ndarray = self._features(batch, positions)
+        return features
 
     def embed_audio_features(self, features: np.ndarray) -> np.ndarray:
         """Embeddings of audio_features() output: (n, dim) float32, L2-normalised."""
@@ -83,16 +88,25 @@ class OnnxClapRunner:
         out: np.ndarray = embeddings / np.maximum(norms, 1e-12)
         return out
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
         """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
 
-        Each window must hold 1..max_samples samples (see ClapRunner).
+        Each window must hold 1..max_samples samples; positions as in ClapRunner.
         """
         if len(windows) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        if positions is not None and len(positions) != len(windows):
+            raise ValueError(f"{len(positions)} positions for {len(windows)} windows")
+        step = self.max_batch
         parts = [
-            self.embed_audio_features(self.audio_features(windows[start : start + self.max_batch]))
-            for start in range(0, len(windows), self.max_batch)
+            self.embed_audio_features(
+                self.audio_features(
+                    windows[i : i + step], None if positions is None else positions[i : i + step]
+                )
+            )
+            for i in range(0, len(windows), step)
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 

@@ -117,6 +117,9 @@ class Windower:
         samples = resample_to(to_mono(frames), self.rate_hz, self.target_rate_hz)
         self._last_end = end
         self.windows += 1
+        # The resampler's phase restarts at each window's first sample: only when that sample
+        # falls on the model-rate grid are the window's samples those of one resampled stream.
+        model_start, remainder = divmod(start * self.target_rate_hz, self.rate_hz)
         return Window(
             source_id=self.source_id,
             samples=samples,
@@ -125,4 +128,5 @@ class Windower:
             end_index=end,
             start_time=_utc(self.ring.time_of(start)),
             end_time=_utc(self.ring.time_of(end)),
+            model_start_index=None if remainder else model_start,
         )

@@ -31,7 +31,9 @@ class AudioEmbedder(Protocol):
 
     model_id: str
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray: ...
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,17 @@ class ScoringWorker(threading.Thread):
         """Score windows (one forward pass for those that need the model), in stream order."""
         prepared = [self._prepare(window) for window in windows]
         to_embed = [samples for samples in prepared if samples is not None]
+        # A window's stream position lets the model reuse frames of earlier windows, which is
+        # only right for the stream's own samples: none where _prepare changed them (DC).
+        positions = [
+            window.model_start_index if samples is window.samples else None
+            for window, samples in zip(windows, prepared, strict=True)
+            if samples is not None
+        ]
         embeddings = np.zeros((0, 0), np.float32)
         if to_embed:
             started = time.monotonic()
-            embeddings = self.embedder.embed_audio(to_embed)
+            embeddings = self.embedder.embed_audio(to_embed, positions)
             self._last_ms = (time.monotonic() - started) * 1000.0 / len(to_embed)
         events: list[Event] = []
         row = 0

@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from monitor.features import (
+    EDGE_MARGIN_SAMPLES,
     MelSettings,
     NumpyMelFeatures,
+    StreamingMel,
     TorchMelFeatures,
     check_window,
     hann_window,
     pad_windows,
     slaney_mel_filters,
 )
+from tests.support.streams import stream_audio, stream_windows
 from tests.support.tiny_clap import FEATURE_EXTRACTOR_SETTINGS
 
 RATE_HZ = 48000
@@ -172,3 +175,124 @@ def test_unusable_windows_are_refused(window: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_window(3, window, 480000, RATE_HZ)
     assert check_window(0, np.zeros(10, dtype=np.float64), 480000, RATE_HZ).dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# StreamingMel: frames shared between overlapping windows of one stream
+
+FEATURE_CLASSES: dict[str, type[NumpyMelFeatures] | type[TorchMelFeatures]] = {
+    "numpy": NumpyMelFeatures,
+    "torch": TorchMelFeatures,
+}
+HOP_FRAMES = 100  # a one-second hop at 48 kHz, in frames of 480 samples
+# Frames at each end of a window that are always computed (their support nears the edge).
+EDGE_FRAMES = -(-(EDGE_MARGIN_SAMPLES + 512) // 480)
+
+
+def _as_array(features: Any) -> np.ndarray:
+    return np.asarray(features.numpy() if hasattr(features, "numpy") else features)
+
+
+@pytest.mark.parametrize("implementation", sorted(FEATURE_CLASSES))
+@pytest.mark.parametrize("rate_hz", [44100, 48000, 16000])
+def test_streamed_windows_equal_each_window_computed_in_full(
+    settings: MelSettings, implementation: str, rate_hz: int
+) -> None:
+    cls = FEATURE_CLASSES[implementation]
+    full, streaming = cls(settings), StreamingMel(cls(settings))
+    windows = stream_windows(rate_hz, 15.0)
+    assert len(windows) == 6
+    del windows[3]  # a skipped window (a live worker that fell behind): its frames are missing
+    differences = []
+    for window in windows:
+        assert window.model_start_index == window.start_index * 48000 // rate_hz
+        ours = _as_array(streaming([window.samples], [window.model_start_index]))
+        theirs = _as_array(full([window.samples]))
+        assert ours.shape == theirs.shape == (1, 1, 1001, 64)
+        assert ours.dtype == np.float32
+        differences.append(np.abs(ours - theirs)[0, 0])
+    difference = np.max(differences, axis=0)  # (frames, mel bins)
+    assert streaming.frames_reused > 0
+    # Interior frames come from the window that computed them first: equal up to the rounding
+    # of each window's own float32 resampling, which only shows where a band holds next to
+    # nothing but that rounding (above a 16 kHz source's 8 kHz, the resampler's stopband at
+    # -75 dB). There the per-window computation is no more exact than the cached one.
+    passband = slaney_mel_filters(settings)[: 513 * min(rate_hz // 2, 24000) // 24000].any(axis=0)
+    bands = np.flatnonzero(passband)[:-2] if rate_hz < 44100 else np.arange(64)
+    assert float(difference[:, bands].max()) < MAX_DB_DIFFERENCE
+    assert float(difference.max()) < 10 * MAX_DB_DIFFERENCE
+
+
+@pytest.mark.parametrize("implementation", sorted(FEATURE_CLASSES))
+def test_the_next_window_computes_only_its_new_frames_and_edges(
+    settings: MelSettings, implementation: str
+) -> None:
+    streaming = StreamingMel(FEATURE_CLASSES[implementation](settings))
+    first, second = stream_windows(48000, 11.0)
+    streaming([first.samples], [first.model_start_index])
+    assert streaming.frames_computed == 1001
+    assert streaming.frames_reused == 0
+    streaming([second.samples], [second.model_start_index])
+    computed = streaming.frames_computed - 1001
+    assert EDGE_FRAMES == 6
+    assert computed == HOP_FRAMES + 2 * EDGE_FRAMES
+    assert streaming.frames_reused == 1001 - computed
+
+
+@pytest.mark.parametrize("implementation", sorted(FEATURE_CLASSES))
+def test_windows_the_cache_cannot_serve_are_computed_in_full(
+    settings: MelSettings, implementation: str
+) -> None:
+    cls = FEATURE_CLASSES[implementation]
+    full, streaming = cls(settings), StreamingMel(cls(settings))
+    stream = stream_audio(48000, 12.0)
+    first, shifted = stream[:480000], stream[48100:528100]
+    short = SIGNALS["tone_300hz_3.3s"]
+    streaming([first], [0])
+    computed, cached = streaming.frames_computed, streaming.cached_frames
+    # 48100 is not on the 480-sample frame grid: its frames are no frames of the cache's.
+    ours = _as_array(streaming([shifted, short, SIGNALS["chirp_10s"]], [48100, 96000, None]))
+    theirs = _as_array(full([shifted, short, SIGNALS["chirp_10s"]]))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=MAX_DB_DIFFERENCE)
+    assert streaming.frames_computed == computed + 3 * 1001
+    assert streaming.frames_reused == 0
+    assert streaming.cached_frames == cached  # none of them was stored
+    # Without any position: the wrapped computation itself, in its own output type.
+    plain = streaming([short], [None])
+    assert type(plain) is type(full([short]))
+    np.testing.assert_array_equal(_as_array(plain), _as_array(full([short])))
+    with pytest.raises(ValueError, match="2 positions for 1 windows"):
+        streaming([first], [0, 48000])
+    with pytest.raises(ValueError, match=">= 0"):
+        streaming([first], [-480])
+
+
+def test_the_cache_is_a_bounded_ring(settings: MelSettings) -> None:
+    streaming = StreamingMel(NumpyMelFeatures(settings))
+    assert streaming.capacity_frames == 2 * 1001
+    stream = stream_audio(48000, 40.0)
+    for second in range(31):
+        start = second * 48000
+        streaming([stream[start : start + 480000]], [start])
+        assert streaming.cached_frames <= streaming.capacity_frames
+    assert streaming.cached_frames > 1001 - 2 * EDGE_FRAMES  # the ring is really in use
+    # One window's worth of slots is enough to be right, only less is refused.
+    small = StreamingMel(NumpyMelFeatures(settings), capacity_frames=1001)
+    full = NumpyMelFeatures(settings)
+    for start in (0, 48000, 144000):
+        window = stream[start : start + 480000]
+        np.testing.assert_allclose(small([window], [start]), full([window]), atol=1e-4)
+    assert small.frames_reused > 0
+    with pytest.raises(ValueError, match="at least 1001"):
+        StreamingMel(NumpyMelFeatures(settings), capacity_frames=1000)
+
+
+def test_a_position_going_back_starts_a_new_stream(settings: MelSettings) -> None:
+    full, streaming = NumpyMelFeatures(settings), StreamingMel(NumpyMelFeatures(settings))
+    one, other = stream_audio(48000, 11.0, seed=1), stream_audio(48000, 11.0, seed=2)
+    streaming([one[:480000], one[48000:528000]], [0, 48000])
+    # Another stream at the same positions: the first stream's frames must not be reused.
+    ours = streaming([other[48000:528000]], [48000])
+    np.testing.assert_allclose(ours, full([other[48000:528000]]), atol=1e-4)
+    streaming.reset()
+    assert streaming.cached_frames == 0

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from monitor.config import LabelSetConfig, ModelConfig
+from monitor.features import StreamingMel
 from monitor.model import (
     ClapRunner,
     TorchClapRunner,
@@ -26,6 +27,7 @@ from monitor.model import (
     read_logit_scale,
 )
 from monitor.scoring import LabelSetScorer
+from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
 
 RATE_HZ = 48000
@@ -131,6 +133,31 @@ def test_embeddings_are_deterministic(runner: ClapRunner) -> None:
     np.testing.assert_allclose(runner.embed_audio(windows), first, atol=1e-6)
     text = runner.embed_text(["This is a sound of siren."])
     np.testing.assert_allclose(runner.embed_text(["This is a sound of siren."]), text, atol=1e-6)
+
+
+def test_stream_positions_share_frames_and_change_no_embedding(
+    tiny_clap_dir: Path, cache_dir: Path
+) -> None:
+    # max_batch 2: the positions must follow their windows into each forward pass.
+    runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=2))
+    assert isinstance(runner, TorchClapRunner)
+    windows = stream_windows(44100, 14.0)
+    del windows[2]  # a skipped window
+    samples = [w.samples for w in windows]
+    positions = [w.model_start_index for w in windows]
+    assert positions == [0, 48000, 144000, 192000]
+    features = runner._features
+    assert isinstance(features, StreamingMel)
+    streamed = np.concatenate(
+        [
+            runner.embed_audio(samples[:3], positions[:3]),
+            runner.embed_audio(samples[3:], positions[3:]),
+        ]
+    )
+    assert features.frames_reused > 0
+    np.testing.assert_allclose(streamed, runner.embed_audio(samples), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="3 positions for 4 windows"):
+        runner.embed_audio(samples, positions[:3])
 
 
 @pytest.mark.parametrize("labels_name", sorted(LABEL_LISTS))

@@ -18,9 +18,11 @@ pytest.importorskip("onnxruntime")
 from monitor.config import LabelSetConfig, ModelConfig, parse_config
 from monitor.embedcache import EmbeddingCache
 from monitor.errors import ConfigError, ModelError
+from monitor.features import StreamingMel
 from monitor.model import export_onnx, load_clap, onnx_file_names
 from monitor.onnx_backend import OnnxClapRunner, cached_export, load_onnx_runner
 from monitor.scoring import LabelSetScorer
+from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, PROJECTION_DIM
 
 RATE_HZ = 48000
@@ -97,6 +99,24 @@ def test_batches_and_empty_input(onnx_fp32: OnnxClapRunner) -> None:
     assert onnx_fp32.embed_text([]).shape == (0, PROJECTION_DIM)
     with pytest.raises(ValueError, match="longer than"):
         onnx_fp32.embed_audio([np.zeros(480001, dtype=np.float32)])
+
+
+def test_stream_positions_share_frames_and_change_no_embedding(
+    onnx_fp32: OnnxClapRunner,
+) -> None:
+    windows = stream_windows(16000, 13.0)
+    samples = [w.samples for w in windows]
+    positions = [w.model_start_index for w in windows]
+    assert positions == [0, 48000, 96000, 144000]
+    features = onnx_fp32._features
+    assert isinstance(features, StreamingMel)
+    reused = features.frames_reused
+    # One window per call, as the worker sends them: the reuse crosses calls.
+    streamed = np.concatenate(
+        [onnx_fp32.embed_audio([w], [p]) for w, p in zip(samples, positions, strict=True)]
+    )
+    assert features.frames_reused > reused
+    np.testing.assert_allclose(streamed, onnx_fp32.embed_audio(samples), rtol=0, atol=1e-5)
 
 
 def test_int8_runs_and_is_cached_apart(

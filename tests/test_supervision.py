@@ -123,10 +123,12 @@ class SlowRunner:
     def embed_text(self, prompts: Sequence[str]) -> np.ndarray:
         return self.runner.embed_text(prompts)
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
         self.gate.wait()
         time.sleep(self.delay_seconds)
-        return self.runner.embed_audio(windows)
+        return self.runner.embed_audio(windows, positions)
 
 
 @pytest.fixture(scope="module")

@@ -109,3 +109,47 @@ def test_clip_shorter_than_a_window_gives_one_short_window() -> None:
     final = windower.final_window()
     assert final is not None
     assert len(final.samples) == round(1.5 * 48000)
+
+
+@pytest.mark.parametrize(
+    ("rate_hz", "hop_seconds", "expected"),
+    [
+        # 44.1 kHz, 1 s hop: starts 0, 44100, 88200 -> 0, 48000, 96000 at 48 kHz.
+        (44100, 1.0, [0, 48000, 96000]),
+        (16000, 0.5, [0, 24000, 48000]),
+        (48000, 0.25, [0, 12000, 24000]),
+        # 0.01 s at 44.1 kHz is 441 samples = 480 at 48 kHz: still whole.
+        (44100, 0.01, [0, 480, 960]),
+        # 0.001 s at 44.1 kHz is 44 samples (the hop is rounded) = 47.89... at 48 kHz.
+        (44100, 0.001, [0, None, None]),
+    ],
+)
+def test_windows_carry_their_start_at_the_model_rate(
+    rate_hz: int, hop_seconds: float, expected: list[int | None]
+) -> None:
+    ring = RingBuffer(rate_hz * 4, 1, rate_hz)
+    ring.write(tone(rate_hz, 3.0))
+    windower = Windower(ring, "src", window_seconds=1.0, hop_seconds=hop_seconds, catch_up=True)
+    windows = [windower.next_window(0) for _ in expected]
+    assert [w.model_start_index if w else "missing" for w in windows] == expected
+    for w in windows:
+        assert w is not None
+        if w.model_start_index is not None:
+            assert w.model_start_index * rate_hz == w.start_index * MODEL_SAMPLE_RATE_HZ
+
+
+@pytest.mark.parametrize(("frames", "expected"), [(227115, 302400), (227116, None)])
+def test_a_final_window_off_the_grid_has_no_model_position(
+    frames: int, expected: int | None
+) -> None:
+    rate = 22050
+    ring = RingBuffer(rate * 20, 1, rate)
+    windower = Windower(ring, "f", window_seconds=4.0, hop_seconds=4.0, catch_up=True)
+    ring.write(np.zeros((frames, 1), np.float32))
+    while windower.next_window(0) is not None:
+        pass
+    final = windower.final_window()
+    assert final is not None
+    # It starts 4 s before the end: sample 138915 is 302400 at 48 kHz; 138916 is 302402.17...
+    assert final.start_index == frames - 4 * rate
+    assert final.model_start_index == expected

@@ -30,10 +30,14 @@ class CountingRunner:
         self.runner = runner
         self.model_id = runner.model_id
         self.seen: list[np.ndarray] = []
+        self.positions: list[int | None] = []
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
         self.seen += [np.array(w) for w in windows]
-        return self.runner.embed_audio(windows)
+        self.positions += list(positions) if positions is not None else [None] * len(windows)
+        return self.runner.embed_audio(windows, positions)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +70,7 @@ def window(samples: np.ndarray, second: int) -> Window:
         second * N,
         T0 + timedelta(seconds=second - 1),
         T0 + timedelta(seconds=second),
+        model_start_index=(second - 1) * N,
     )
 
 
@@ -110,6 +115,23 @@ def test_clipping_and_dc_are_counted_and_still_scored(runner: ClapRunner) -> Non
     # The DC offset was removed before the model saw the window.
     assert abs(float(counting.seen[1].mean())) < 1e-3
     np.testing.assert_allclose(counting.seen[1], tone(), atol=1e-5)
+    # Those are no longer the stream's samples: no position, so no frame is shared with
+    # (or kept for) other windows. The clipped window's samples are the stream's own.
+    assert counting.positions == [0, None]
+
+
+def test_positions_skip_the_windows_that_never_reach_the_model(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    worker.min_dbfs = -50.0
+    windows = [
+        window(tone(), 1),
+        window(np.zeros(N), 2),  # digital silence: skipped
+        window(tone(amplitude=0.001), 3),  # below the energy gate: skipped
+        window(tone(offset=0.4), 4),  # DC removed: embedded without a position
+        window(tone(), 5),
+    ]
+    worker.process_batch(windows)
+    assert counting.positions == [0, None, 4 * N]
 
 
 class BatchRecorder(CountingRunner):
@@ -117,9 +139,11 @@ class BatchRecorder(CountingRunner):
         super().__init__(runner)
         self.batches: list[int] = []
 
-    def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
         self.batches.append(len(windows))
-        return super().embed_audio(windows)
+        return super().embed_audio(windows, positions)
 
 
 def drain(runner: ClapRunner, max_batch: int) -> tuple[BatchRecorder, list[Event]]:
@@ -152,6 +176,8 @@ def test_waiting_windows_share_one_forward_pass(runner: ClapRunner) -> None:
     assert single.batches == [1] * 6
     # Same windows, same scores, same events whether batched or not.
     assert len(batched.seen) == len(single.seen) == 6
+    # Each window's place in the stream goes with it, batched or not.
+    assert batched.positions == single.positions == [k * N for k in range(6)]
     for a, b in zip(batched_events, single_events, strict=True):
         assert (a.kind, a.detection.label) == (b.kind, b.detection.label)
         for label, score in a.detection.scores.items():
