@@ -320,8 +320,10 @@ class StreamingMel:
     capacity_frames slots keyed by global frame and reused by the next windows; the frames
     near either edge see the centred STFT's reflect padding and the window's own resampling,
     so they are always computed. With a one-second hop a window then computes about a tenth
-    of its frames. Windows with no position, a position off the frame grid, or fewer samples
-    (padded) are computed in full and not kept.
+    of its frames. A shorter window (the config's default is 5 s) is repeated to max_samples
+    by the extractor's padding: each copy's interior frames are the stream's too, so it is
+    served the same way when its length is a whole number of hops. Windows with no position
+    or a position off the frame grid are computed in full and not kept.
 
     The cache belongs to one stream: a position at or before the previous one is taken as a
     new stream and empties it (reset() does so explicitly).
@@ -342,12 +344,8 @@ class StreamingMel:
         if self.capacity_frames < s.frames:
             # A window's own frames must never evict each other within one store.
             raise ValueError(f"capacity_frames must be at least {s.frames} (one window)")
-        half = s.fft_size // 2
-        # Interior frames: support [f * hop - half, f * hop + half) at least the margin inside.
-        self._interior_start = -(-(margin_samples + half) // s.hop_length)
-        self._interior_stop = max(
-            self._interior_start, (s.max_samples - margin_samples - half) // s.hop_length + 1
-        )
+        self.margin_samples = margin_samples
+        self._centres = np.arange(s.frames, dtype=np.int64) * s.hop_length
         self._keys = np.full(self.capacity_frames, -1, dtype=np.int64)
         self._values = np.zeros((self.capacity_frames, s.mel_bins), dtype=np.float32)
         self._last_position: int | None = None
@@ -389,6 +387,32 @@ class StreamingMel:
         self._keys.fill(-1)
         self._last_position = None
 
+    def _frame_keys(self, size: int, position: int) -> np.ndarray:
+        """The stream frame of each of the padded window's frames, or -1 for a frame that
+        belongs to this window alone.
+
+        A full window is one copy of the stream; a shorter one is repeated (repeatpad,
+        repeat) or zero-padded (pad) to max_samples, and a frame lying wholly inside one copy
+        of the samples, the margin away from that copy's ends, is the stream's frame at the
+        same place in the window. With copies starting off the frame grid (a length that is
+        not a whole number of hops) no frame is.
+        """
+        s = self.settings
+        keys = np.full(s.frames, -1, dtype=np.int64)
+        if size % s.hop_length:
+            return keys
+        repeats = 1 if s.padding == "pad" else s.max_samples // size
+        if s.padding == "repeat" and size < s.max_samples:
+            repeats += 1
+        tiled = min(repeats * size, s.max_samples)
+        copy = self._centres // size
+        local = self._centres - copy * size
+        reach = s.fft_size // 2 + self.margin_samples
+        copy_end = np.minimum((copy + 1) * size, tiled)
+        inside = (local >= reach) & (self._centres + reach <= copy_end)
+        keys[inside] = position // s.hop_length + local[inside] // s.hop_length
+        return keys
+
     def _window(self, samples: np.ndarray, position: int | None) -> np.ndarray:
         s = self.settings
         if position is not None:
@@ -400,27 +424,30 @@ class StreamingMel:
                 )
                 self._clear()
             self._last_position = position
-        if position is None or position % s.hop_length or samples.size != s.max_samples:
-            full = samples if samples.size == s.max_samples else pad_windows([samples], s)[0]
+        padded = samples if samples.size == s.max_samples else pad_windows([samples], s)[0]
+        if position is None or position % s.hop_length:
             self.frames_computed += s.frames
-            return self.features.frame_run(full, 0, s.frames)
-        base = position // s.hop_length
-        start, stop = self._interior_start, self._interior_stop
+            return self.features.frame_run(padded, 0, s.frames)
+        keys = self._frame_keys(samples.size, position)
+        keyed = keys >= 0
+        slots = keys % self.capacity_frames
         result = np.empty((s.frames, s.mel_bins), dtype=np.float32)
-        frames = base + np.arange(start, stop)
-        slots = frames % self.capacity_frames
-        hit = self._keys[slots] == frames
-        result[start:stop][hit] = self._values[slots[hit]]
-        self.frames_reused += int(np.count_nonzero(hit))
-        needed = np.ones(s.frames, dtype=bool)
-        needed[start:stop] = ~hit
+        hit = keyed & (self._keys[slots] == keys)
+        result[hit] = self._values[slots[hit]]
+        needed = ~hit
+        # A repeated window holds each of its frames once per copy: compute the first only.
+        first_of_key = np.zeros(s.frames, dtype=bool)
+        first_of_key[np.unique(keys, return_index=True)[1]] = True
+        repeated = keyed & needed & ~first_of_key
+        needed &= ~repeated
         # One STFT per run of missing frames; edge frames join the run next to them.
         for first, end in _runs(needed):
-            result[first:end] = self.features.frame_run(samples, first, end)
+            result[first:end] = self.features.frame_run(padded, first, end)
             self.frames_computed += end - first
-            keep_first, keep_end = max(first, start), min(end, stop)
-            if keep_first < keep_end:
-                kept = base + np.arange(keep_first, keep_end)
-                self._keys[kept % self.capacity_frames] = kept
-                self._values[kept % self.capacity_frames] = result[keep_first:keep_end]
+            kept = np.arange(first, end)[keyed[first:end]]
+            self._keys[slots[kept]] = keys[kept]
+            self._values[slots[kept]] = result[kept]
+        # Their first copies are in the ring now (a window's keys never evict each other).
+        result[repeated] = self._values[slots[repeated]]
+        self.frames_reused += int(np.count_nonzero(hit) + np.count_nonzero(repeated))
         return result

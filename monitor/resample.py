@@ -32,6 +32,18 @@ def _row_blocks(up: int) -> int:
     return max(1, -(-MIN_ROW_OUTPUTS // up))
 
 
+def lowpass_taps(count: int, cutoff: float) -> np.ndarray:
+    """scipy.signal.firwin(count, cutoff, window=("kaiser", KAISER_BETA)), the filter that
+    resample_poly designs, in numpy: importing scipy.signal costs a daemon about 60 MB.
+
+    A windowed sinc with cutoff as a fraction of Nyquist, scaled to unit gain at DC.
+    """
+    offsets = np.arange(count) - 0.5 * (count - 1)
+    taps: np.ndarray = cutoff * np.sinc(cutoff * offsets) * np.kaiser(count, KAISER_BETA)
+    scaled: np.ndarray = taps / taps.sum()
+    return scaled
+
+
 class PolyphaseResampler:
     """Resamples by up/down with exactly resample_poly's anti-aliasing filter and alignment.
 
@@ -42,13 +54,10 @@ class PolyphaseResampler:
     """
 
     def __init__(self, up: int, down: int) -> None:
-        from scipy.signal import firwin
-
         up, down = _reduced(up, down)
         self.up, self.down = up, down
         half_len = HALF_LENGTH_PER_RATE * max(up, down)
-        taps = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", KAISER_BETA))
-        taps = taps * up
+        taps = lowpass_taps(2 * half_len + 1, 1.0 / max(up, down)) * up
         # resample_poly pads the filter in front so that output 0 sits at its centre, and then
         # drops the first `skip` outputs; the same alignment here.
         pre_pad = down - half_len % down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -247,7 +248,7 @@ def test_windows_the_cache_cannot_serve_are_computed_in_full(
     full, streaming = cls(settings), StreamingMel(cls(settings))
     stream = stream_audio(48000, 12.0)
     first, shifted = stream[:480000], stream[48100:528100]
-    short = SIGNALS["tone_300hz_3.3s"]
+    short = stream[96000:254407]  # 3.3 s and 7 samples: its copies start off the frame grid
     streaming([first], [0])
     computed, cached = streaming.frames_computed, streaming.cached_frames
     # 48100 is not on the 480-sample frame grid: its frames are no frames of the cache's.
@@ -258,6 +259,7 @@ def test_windows_the_cache_cannot_serve_are_computed_in_full(
     assert streaming.frames_reused == 0
     assert streaming.cached_frames == cached  # none of them was stored
     # Without any position: the wrapped computation itself, in its own output type.
+    short = SIGNALS["tone_300hz_3.3s"]
     plain = streaming([short], [None])
     assert type(plain) is type(full([short]))
     np.testing.assert_array_equal(_as_array(plain), _as_array(full([short])))
@@ -265,6 +267,37 @@ def test_windows_the_cache_cannot_serve_are_computed_in_full(
         streaming([first], [0, 48000])
     with pytest.raises(ValueError, match=">= 0"):
         streaming([first], [-480])
+
+
+# Frames a later window computes (1 s hop, 44.1 kHz source): the hop's 100 new frames, plus
+# those that are this window's alone: 6 at each end of every copy (5 before a seam, where the
+# copy's last frame centre falls 480 samples short of a full hop), and the zero padding's.
+SHORT_WINDOW_CASES = {
+    (5.0, "repeatpad"): 100 + 2 * (6 + 5) + 1,  # 2 copies; the last frame sits on the end
+    (3.0, "repeatpad"): 100 + 3 * (6 + 5) + 101,  # 3 copies, then 1 s of zeros
+    (3.0, "repeat"): 100 + 3 * (6 + 5) + 12,  # a 4th copy cut at 1 s: its frames are edges
+    (4.0, "pad"): 100 + (6 + 5) + 601,  # one copy, then 6 s of zeros
+}
+
+
+@pytest.mark.parametrize("implementation", sorted(FEATURE_CLASSES))
+@pytest.mark.parametrize(("window_seconds", "padding"), sorted(SHORT_WINDOW_CASES))
+def test_short_windows_are_served_copy_by_copy(
+    settings: MelSettings, implementation: str, window_seconds: float, padding: str
+) -> None:
+    padded = replace(settings, padding=padding)
+    cls = FEATURE_CLASSES[implementation]
+    full, streaming = cls(padded), StreamingMel(cls(padded))
+    computed = []
+    for window in stream_windows(44100, 12.0, window_seconds=window_seconds):
+        before = streaming.frames_computed
+        ours = _as_array(streaming([window.samples], [window.model_start_index]))
+        computed.append(streaming.frames_computed - before)
+        theirs = _as_array(full([window.samples]))
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=MAX_DB_DIFFERENCE)
+    if padding != "pad":
+        assert computed[0] < 1001  # even the first window: its copies share their frames
+    assert set(computed[1:]) == {SHORT_WINDOW_CASES[window_seconds, padding]}
 
 
 def test_the_cache_is_a_bounded_ring(settings: MelSettings) -> None:
