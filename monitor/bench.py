@@ -46,11 +46,12 @@ from monitor.errors import (
 )
 from monitor.events import EventTracker
 from monitor.frames import Detection, Event
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler, resample_to
 from monitor.ringbuffer import RingBuffer
 from monitor.runtime import prepare_for_inference
 from monitor.scoring import LabelSetScorer, build_scorers
 from monitor.source import Source, SourceStats, StreamFormat
-from monitor.windowing import MODEL_SAMPLE_RATE_HZ, resample_to, to_mono
+from monitor.windowing import to_mono
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,8 @@ class Workload:
     # Each window's first sample at the model's rate, as Window.model_start_index (None when
     # not a whole sample): the monitor's path passes them so that windows share frames.
     positions: list[int | None] = field(repr=False)
+    # Each window's first sample at the source rate (the ring buffer's index).
+    starts: list[int] = field(repr=False)
 
     def model_windows(self) -> list[np.ndarray]:
         """The same windows resampled to the model's rate (what the pipeline is given)."""
@@ -325,7 +328,8 @@ def make_workload(
     for i in range(windows):
         start, remainder = divmod(i * step * MODEL_SAMPLE_RATE_HZ, rate)
         positions.append(None if remainder else start)
-    return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz", hop_seconds, positions)
+    starts = [i * step for i in range(windows)]
+    return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz", hop_seconds, positions, starts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,15 +697,21 @@ def _monitor_batch(
     batch: Sequence[np.ndarray],
     source_rate_hz: int,
     positions: Sequence[int | None] | None = None,
+    stream: tuple[StreamResampler, Sequence[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """One batch as the worker runs it: resample each window, embed together (with each
-    window's stream position, if given), score each set.
+    """One batch as the worker runs it: resample each window (through the stream's
+    resampler with each window's source start, if given, as the Windower does), embed
+    together (with each window's stream position, if given), score each set.
 
     Returns (embeddings, scores of the first set, seconds per stage for the whole batch).
     """
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    resampled = [resample_to(to_mono(w), source_rate_hz, MODEL_SAMPLE_RATE_HZ) for w in batch]
+    if stream is None:
+        resampled = [resample_to(to_mono(w), source_rate_hz) for w in batch]
+    else:
+        resampler, starts = stream
+        resampled = [resampler(to_mono(w), start) for w, start in zip(batch, starts, strict=True)]
     seconds["resample"] = time.monotonic() - started
     split = stage_split(runner)
     if split is None:
@@ -741,6 +751,7 @@ class _MonitorPath:
         self.scorers: list[LabelSetScorer] = []
         self.embeddings: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
+        self.resampler = StreamResampler(workload.source_rate_hz, MODEL_SAMPLE_RATE_HZ)
 
     @property
     def name(self) -> str:
@@ -760,8 +771,8 @@ class _MonitorPath:
         )
         run.text_embedding_seconds = time.monotonic() - started
         run.features_separate = stage_split(self.runner) is not None
-        # No positions: nothing is cached, so the first timed window starts cold, as a
-        # daemon's first window does.
+        # No positions, no stream resampler: nothing is cached, so the first timed window
+        # starts cold, as a daemon's first window does.
         warm_up = self.workload.windows[:batch]
         _monitor_batch(self.runner, self.scorers, warm_up, self.workload.source_rate_hz)
 
@@ -769,9 +780,10 @@ class _MonitorPath:
         run = self.run
         windows = [self.workload.windows[i] for i in indices]
         positions = [self.workload.positions[i] for i in indices]
+        stream = (self.resampler, [self.workload.starts[i] for i in indices])
         started, cpu = time.monotonic(), time.process_time()
         emb, first_set, seconds = _monitor_batch(
-            self.runner, self.scorers, windows, self.workload.source_rate_hz, positions
+            self.runner, self.scorers, windows, self.workload.source_rate_hz, positions, stream
         )
         count = len(windows)
         run.ms += [(time.monotonic() - started) * 1000.0 / count] * count
@@ -878,10 +890,15 @@ def _run_child_monitor(spec: dict[str, Any], windows: np.ndarray) -> dict[str, A
     rate = int(spec["source_rate_hz"])
     size = int(spec["batch"])
     positions: list[int | None] = spec["positions"]
+    starts: list[int] = spec["starts"]
+    resampler = StreamResampler(rate, MODEL_SAMPLE_RATE_HZ)
     memory = _SteadyMemory()
     for start in range(0, len(windows), size):
         resampled = [
-            resample_to(w, rate, MODEL_SAMPLE_RATE_HZ) for w in windows[start : start + size]
+            resampler(w, first)
+            for w, first in zip(
+                windows[start : start + size], starts[start : start + size], strict=True
+            )
         ]
         embeddings = runner.embed_audio(resampled, positions[start : start + size])
         for scorer in scorers:
@@ -1630,6 +1647,7 @@ def run_compare(
         "windows": str(windows_path),
         "source_rate_hz": workload.source_rate_hz,
         "positions": workload.positions,
+        "starts": workload.starts,
         "labels": list(labels),
         "threads": args.threads,
         "batch": args.batch,

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from monitor.errors import SourceError
-from monitor.windowing import MODEL_SAMPLE_RATE_HZ, resample_to, to_mono
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, resample_to
+from monitor.windowing import to_mono
 
 MAX_WINDOW_SECONDS = 10.0
 # Extensions looked for inside directories; files named explicitly are tried whatever their name.

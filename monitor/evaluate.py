@@ -39,8 +39,9 @@ from monitor.offline import (
     output_dir,
     progress,
 )
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, resample_to
 from monitor.scoring import LabelSetScorer
-from monitor.windowing import MODEL_SAMPLE_RATE_HZ, resample_to, to_mono
+from monitor.windowing import to_mono
 
 log = logging.getLogger(__name__)
 

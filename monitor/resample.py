@@ -18,6 +18,7 @@ CHUNK_ROWS = 4096
 # Beyond this many matrix entries (odd rate pairs such as 48000 -> 96006, whose blocks are
 # thousands of samples long) the dense product loses to resample_poly, which is used instead.
 MAX_MATRIX_ENTRIES = 1 << 20
+MODEL_SAMPLE_RATE_HZ = 48_000  # CLAP's input rate
 KAISER_BETA = 5.0  # resample_poly's default window, ("kaiser", 5.0)
 HALF_LENGTH_PER_RATE = 10  # resample_poly's filter half-length: 10 * max(up, down) taps
 
@@ -144,3 +145,78 @@ def resampler(rate_hz: int, target_rate_hz: int) -> PolyphaseResampler | _ScipyR
     ):
         return _ScipyResampler(target_rate_hz, rate_hz)
     return PolyphaseResampler(target_rate_hz, rate_hz)
+
+
+class StreamResampler:
+    """Resamples the hop-spaced windows of one stream, computing only what a window adds.
+
+    Consecutive windows overlap (10 s every second): away from a window's ends, its output
+    samples are the stream's, the same in every window holding them, so they are taken from
+    the previous window. The first and last `reach` outputs see the zeros resample_poly
+    assumes outside the window and are computed for the window itself, as are windows that
+    do not overlap the previous one or do not start on a whole output sample. The result
+    equals resample_to on the window alone to float32 rounding.
+    """
+
+    def __init__(self, rate_hz: int, target_rate_hz: int) -> None:
+        self.rate_hz, self.target_rate_hz = rate_hz, target_rate_hz
+        self.up, self.down = _reduced(target_rate_hz, rate_hz)
+        # Output samples whose filter reaches past a window's end (plus one for rounding).
+        self.reach = -(-HALF_LENGTH_PER_RATE * max(self.up, self.down) // self.down) + 1
+        self._previous: tuple[int, np.ndarray] | None = None
+        self.samples_computed = 0  # output samples computed (the rest were reused)
+
+    def __call__(self, mono: np.ndarray, start_index: int) -> np.ndarray:
+        """Window `mono` (float32, starting at source sample `start_index`) at the target
+        rate: round(len * target / source) samples, as resample_to gives them."""
+        up, down, reach = self.up, self.down, self.reach
+        size = mono.size
+        if self.rate_hz == self.target_rate_hz:
+            return mono.astype(np.float32, copy=False)
+        aligned = (start_index * up) % down == 0 and (size * up) % down == 0
+        engine = resampler(self.rate_hz, self.target_rate_hz)
+        previous, self._previous = self._previous, None
+        if not aligned or not isinstance(engine, PolyphaseResampler):
+            self.samples_computed += round(size * up / down)
+            return resample_to(mono, self.rate_hz, self.target_rate_hz)
+        length, first = size * up // down, start_index * up // down
+        reused_end = reach  # out[reach:reused_end] comes from the previous window
+        if previous is not None and length > 2 * reach:
+            before, samples = previous
+            end = min(first + length - reach, before + samples.size - reach)
+            if before <= first and first + reach < end:
+                reused_end = end - first
+        if reused_end == reach:
+            out = engine(mono)[:length]
+            self.samples_computed += length
+        else:
+            out = np.empty(length, dtype=np.float32)
+            out[reach:reused_end] = samples[first + reach - before : first + reused_end - before]
+            # The head: a prefix long enough that its own end cannot reach the first outputs.
+            head = engine(mono[: min(size, -(-3 * reach * down // up))])
+            out[:reach] = head[:reach]
+            # The rest: a suffix starting on a whole output sample, `reach` before it is used.
+            suffix_start = (max(0, reused_end - reach) * down // up) // down * down
+            offset = suffix_start * up // down
+            tail = engine(mono[suffix_start:])
+            out[reused_end:] = tail[reused_end - offset : length - offset]
+            self.samples_computed += head.size + tail.size
+        self._previous = (first, out)
+        return out
+
+
+def resample_to(
+    mono: np.ndarray, rate_hz: int, target_rate_hz: int = MODEL_SAMPLE_RATE_HZ
+) -> np.ndarray:
+    """Polyphase resampling to `target_rate_hz` with resample_poly's filter; the output has
+    exactly round(n * ratio) samples."""
+    if rate_hz == target_rate_hz:
+        return mono.astype(np.float32, copy=False)
+    out = resampler(rate_hz, target_rate_hz)(mono)
+    expected = round(len(mono) * target_rate_hz / rate_hz)
+    # resample_poly returns ceil(n * up / down): at most one sample to trim or pad.
+    if len(out) > expected:
+        out = out[:expected]
+    elif len(out) < expected:
+        out = np.pad(out, (0, expected - len(out)), mode="edge")
+    return out

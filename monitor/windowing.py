@@ -8,12 +8,10 @@ from datetime import datetime, timezone
 import numpy as np
 
 from monitor.frames import Window
-from monitor.resample import resampler
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler
 from monitor.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
-
-MODEL_SAMPLE_RATE_HZ = 48_000
 
 
 def to_mono(frames: np.ndarray) -> np.ndarray:
@@ -24,23 +22,6 @@ def to_mono(frames: np.ndarray) -> np.ndarray:
         return frames[:, 0].astype(np.float32, copy=False)
     mono: np.ndarray = frames.mean(axis=1, dtype=np.float32)
     return mono
-
-
-def resample_to(
-    mono: np.ndarray, rate_hz: int, target_rate_hz: int = MODEL_SAMPLE_RATE_HZ
-) -> np.ndarray:
-    """Polyphase resampling to `target_rate_hz` with resample_poly's filter (monitor.resample);
-    the output has exactly round(n * ratio) samples."""
-    if rate_hz == target_rate_hz:
-        return mono.astype(np.float32, copy=False)
-    out = resampler(rate_hz, target_rate_hz)(mono)
-    expected = round(len(mono) * target_rate_hz / rate_hz)
-    # resample_poly returns ceil(n * up / down): at most one sample to trim or pad.
-    if len(out) > expected:
-        out = out[:expected]
-    elif len(out) < expected:
-        out = np.pad(out, (0, expected - len(out)), mode="edge")
-    return out
 
 
 def _utc(epoch_seconds: float) -> datetime:
@@ -70,6 +51,8 @@ class Windower:
         self.source_id = source_id
         self.rate_hz = ring.sample_rate_hz
         self.target_rate_hz = target_rate_hz
+        # Overlapping windows share their interior samples: each is resampled once.
+        self._resampler = StreamResampler(self.rate_hz, target_rate_hz)
         self.window_frames = max(1, round(window_seconds * self.rate_hz))
         self.hop_frames = max(1, round(hop_seconds * self.rate_hz))
         self.catch_up = catch_up
@@ -114,7 +97,7 @@ class Windower:
         if frames is None:
             return None
         self.ring.release_before(end - self.window_frames + self.hop_frames)
-        samples = resample_to(to_mono(frames), self.rate_hz, self.target_rate_hz)
+        samples = self._resampler(to_mono(frames), start)
         self._last_end = end
         self.windows += 1
         # The resampler's phase restarts at each window's first sample: only when that sample

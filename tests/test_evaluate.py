@@ -21,7 +21,7 @@ from monitor.cli import main
 from monitor.config import LabelSetConfig
 from monitor.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, SourceError
 from monitor.evaluate import clip_from_hub_audio
-from monitor.windowing import MODEL_SAMPLE_RATE_HZ
+from monitor.resample import MODEL_SAMPLE_RATE_HZ
 
 REPO = Path(__file__).resolve().parents[1]
 RATE_HZ = 44_100

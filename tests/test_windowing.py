@@ -7,8 +7,9 @@ from datetime import timezone
 import numpy as np
 import pytest
 
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, resample_to
 from monitor.ringbuffer import RingBuffer
-from monitor.windowing import MODEL_SAMPLE_RATE_HZ, Windower, resample_to, to_mono
+from monitor.windowing import Windower, to_mono
 
 
 def tone(rate_hz: int, seconds: float, freq_hz: float = 1000.0, channels: int = 1) -> np.ndarray:
