@@ -908,6 +908,7 @@ def _run_child_monitor(spec: dict[str, Any], windows: np.ndarray) -> dict[str, A
         "load_seconds": load_seconds,
         "after_load": after_load,
         "torch_imported": "torch" in sys.modules,
+        "transformers_imported": "transformers" in sys.modules,
         **memory.result(),
     }
 
@@ -1066,6 +1067,7 @@ def monitor_json(
         "rss_mib": rss,
         # Whether the child process running this path ever imported torch (onnx: it must not).
         "torch_imported": None if memory is None else memory.get("torch_imported"),
+        "transformers_imported": None if memory is None else memory.get("transformers_imported"),
         "rss_ratio_vs_pipeline": _ratio(rss["steady"], reference["rss_mib"]["steady"]),
         "agreement": {},
     }

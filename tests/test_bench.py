@@ -40,6 +40,7 @@ MONITOR_FIELDS = PATH_FIELDS | {
     "speedup_min_vs_pipeline",
     "cpu_speedup_vs_pipeline",
     "torch_imported",
+    "transformers_imported",
     "rss_ratio_vs_pipeline",
     "agreement",
 }
@@ -152,6 +153,7 @@ def test_compare_reports_every_field_and_fp32_matches_the_pipeline(
         ref["cpu_ms"]["median"] / fp32["cpu_ms"]["median"]
     )
     assert fp32["torch_imported"] is True  # the torch backend, in its own child process
+    assert fp32["transformers_imported"] is False  # its traced graph, loaded from the cache
     rss = fp32["rss_mib"]
     assert rss["error"] is None and 0 < rss["steady"] <= rss["peak"]
     assert fp32["rss_ratio_vs_pipeline"] == pytest.approx(rss["steady"] / ref["rss_mib"]["steady"])
