@@ -67,3 +67,37 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
     print(f"minor faults for 50 x 4 x 8 MB: default {default}, kept {kept}")
     assert default > 50 * 1000  # 8 MB freshly mapped or grown back is ~2048 page faults
     assert kept < default / 10
+
+
+def _unit_environment() -> dict[str, str]:
+    """The Environment= assignments of the shipped systemd unit."""
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parents[1] / "systemd" / "audio-monitor.service"
+    found: dict[str, str] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Environment="):
+            for assignment in line.removeprefix("Environment=").split():
+                name, _, value = assignment.partition("=")
+                found[name] = value
+    return found
+
+
+def test_the_service_environment_leaves_torch_all_its_threads() -> None:
+    unit = _unit_environment()
+    assert unit.get("OPENBLAS_NUM_THREADS") == "1"  # numpy's pool stays out of torch's way
+    script = "import torch; print(torch.get_num_threads())"
+    plain = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    counts = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.strip()
+        for env in (plain, {**plain, **{k: v for k, v in unit.items() if "THREADS" in k}})
+    ]
+    # MKL_NUM_THREADS=1 or OMP_NUM_THREADS=1 in the unit would make this 1 on any multi-core box.
+    assert counts[0] == counts[1]
