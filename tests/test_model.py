@@ -29,6 +29,7 @@ from monitor.model import (
 from monitor.scoring import LabelSetScorer
 from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
+from tests.support.warm_start import run_warm_process, warm_window
 
 RATE_HZ = 48000
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -369,26 +370,6 @@ def test_the_eager_runner_holds_the_audio_tower_only(tiny_clap_dir: Path, cache_
     assert not hasattr(eager._model, "text_model")
 
 
-_WARM_SCRIPT = """
-import json, logging, sys
-import numpy as np
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from monitor.config import ModelConfig
-from monitor.model import load_clap
-
-name, cache_dir, prompts, precision = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-runner = load_clap(ModelConfig(name=name, cache_dir=cache_dir, precision=precision))
-text = runner.embed_text(prompts)
-rng = np.random.default_rng(5)
-audio = runner.embed_audio([(0.1 * rng.standard_normal(48000)).astype(np.float32)])
-print(json.dumps({
-    "transformers": "transformers" in sys.modules,
-    "text": text.tolist(),
-    "audio": audio.tolist(),
-}))
-"""
-
-
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_a_warm_daemon_process_never_imports_transformers(
     tiny_clap_dir: Path, cache_dir: Path, precision: str
@@ -397,31 +378,15 @@ def test_a_warm_daemon_process_never_imports_transformers(
     cfg = ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, precision=precision)
     first = load_clap(cfg)  # traces, or finds the graph, and embeds the prompts once
     expected_text = first.embed_text(prompts)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _WARM_SCRIPT,
-            str(tiny_clap_dir),
-            str(cache_dir),
-            json.dumps(prompts),
-            precision,
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result, log = run_warm_process(
+        tiny_clap_dir, cache_dir, prompts, backend="torch", precision=precision, seed=5
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["transformers"] is False
-    assert "TorchScript graph" in proc.stderr
-    assert "torch helper" not in proc.stderr  # nothing traced or embedded again
+    assert "TorchScript graph" in log
+    assert "torch helper" not in log  # nothing traced or embedded again
     np.testing.assert_allclose(result["text"], expected_text, atol=1e-7)
-    rng = np.random.default_rng(5)
-    window = (0.1 * rng.standard_normal(48000)).astype(np.float32)
-    np.testing.assert_allclose(result["audio"], first.embed_audio([window]), atol=1e-6)
+    expected_audio = first.embed_audio([warm_window(5)])
+    np.testing.assert_allclose(result["audio"], expected_audio, atol=1e-6)
 
 
 def test_logit_scale_is_read_from_the_weights_file(tiny_clap_dir: Path) -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ from monitor.onnx_backend import OnnxClapRunner, cached_export, load_onnx_runner
 from monitor.scoring import LabelSetScorer
 from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, PROJECTION_DIM
+from tests.support.warm_start import run_warm_process, warm_window
 
 RATE_HZ = 48000
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -144,54 +141,18 @@ def test_int8_runs_and_is_cached_apart(
     assert cosines.min() > 0.99
 
 
-_WARM_SCRIPT = """
-import json, logging, sys
-import numpy as np
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from monitor.config import ModelConfig
-from monitor.model import load_clap
-
-name, cache_dir, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-runner = load_clap(ModelConfig(name=name, backend="onnx", cache_dir=cache_dir))
-text = runner.embed_text(prompts)
-rng = np.random.default_rng(11)
-audio = runner.embed_audio([(0.1 * rng.standard_normal(48000)).astype(np.float32)])
-print(json.dumps({
-    "torch": "torch" in sys.modules,
-    "transformers": "transformers" in sys.modules,
-    "text": text.tolist(),
-    "audio": audio.tolist(),
-}))
-"""
-
-
 def test_warm_daemon_process_never_imports_torch(
     onnx_fp32: OnnxClapRunner, tiny_clap_dir: Path, cache_dir: Path
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _WARM_SCRIPT,
-            str(tiny_clap_dir),
-            str(cache_dir),
-            json.dumps(PROMPTS),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result, log = run_warm_process(
+        tiny_clap_dir, cache_dir, PROMPTS, backend="onnx", precision="fp32", seed=11
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["torch"] is False
     assert result["transformers"] is False
-    assert "torch helper" not in proc.stderr  # nothing was exported or embedded again
-    assert "exporting" not in proc.stderr
+    assert "torch helper" not in log  # nothing was exported or embedded again
+    assert "exporting" not in log
     np.testing.assert_allclose(result["text"], onnx_fp32.embed_text(PROMPTS), atol=1e-7)
-    expected = onnx_fp32.embed_audio([WINDOWS[0]])
+    expected = onnx_fp32.embed_audio([warm_window(11)])
     np.testing.assert_allclose(result["audio"], expected, atol=1e-6)
 
 
