@@ -23,7 +23,6 @@ from tests.support.tiny_clap import LOGIT_SCALE_A, PROJECTION_DIM
 from tests.support.warm_start import run_warm_process, warm_window
 
 RATE_HZ = 48000
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["dog barking", "glass breaking", "smoke alarm", "doorbell"]
 PROMPTS = [f"This is a sound of {label}." for label in LABELS]
 
