@@ -67,9 +67,7 @@ class LabelSetScorer:
         cls, label_set: LabelSetConfig, embed_text: TextEmbedder, logit_scale: float
     ) -> LabelSetScorer:
         """Embed the set's prompts (ensembles averaged) and keep them for every window."""
-        groups = [label_set.prompts_for(label) for label in label_set.labels]
-        groups += [label_set.background_prompts(name) for name in label_set.background]
-        embeddings = ensemble_embeddings(embed_text, groups)
+        embeddings = ensemble_embeddings(embed_text, prompt_groups(label_set))
         n = len(label_set.labels)
         return cls(
             name=label_set.name,
@@ -120,8 +118,30 @@ class LabelSetScorer:
         return out
 
 
+def prompt_groups(label_set: LabelSetConfig) -> list[list[str]]:
+    """The prompts of each label, then of each background label, of one set."""
+    groups = [list(label_set.prompts_for(label)) for label in label_set.labels]
+    groups += [list(label_set.background_prompts(name)) for name in label_set.background]
+    return groups
+
+
 def build_scorers(
     label_sets: Sequence[LabelSetConfig], embed_text: TextEmbedder, logit_scale: float
 ) -> list[LabelSetScorer]:
-    """Scorers for every set; the text encoder runs here once, never per window."""
-    return [LabelSetScorer.build(s, embed_text, logit_scale) for s in label_sets]
+    """Scorers for every set; the text encoder runs here once, never per window.
+
+    Every set's prompts go to the encoder in one call: a prompt missing from the cache costs
+    the torch and onnx backends a helper process that loads the text tower, so one for all
+    sets rather than one per set (measured: 4 s each with the full-size tower on 2 cores).
+    """
+    prompts = list(
+        dict.fromkeys(p for s in label_sets for group in prompt_groups(s) for p in group)
+    )
+    if not prompts:
+        return [LabelSetScorer.build(s, embed_text, logit_scale) for s in label_sets]
+    table = dict(zip(prompts, np.asarray(embed_text(prompts), dtype=np.float32), strict=True))
+
+    def embed_known(batch: Sequence[str]) -> np.ndarray:
+        return np.stack([table[prompt] for prompt in batch])
+
+    return [LabelSetScorer.build(s, embed_known, logit_scale) for s in label_sets]

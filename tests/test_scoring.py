@@ -110,7 +110,7 @@ def test_label_own_prompts_override_the_template(runner: ClapRunner) -> None:
     np.testing.assert_allclose(built.text_embeddings[0], expected[0], atol=1e-6)
 
 
-def test_build_scorers_embeds_every_prompt_once_per_set(runner: ClapRunner) -> None:
+def test_build_scorers_embeds_every_prompt_of_every_set_in_one_call(runner: ClapRunner) -> None:
     calls: list[list[str]] = []
 
     def counting(prompts: Any) -> np.ndarray:
@@ -120,13 +120,28 @@ def test_build_scorers_embeds_every_prompt_once_per_set(runner: ClapRunner) -> N
     sets = [
         LabelSetConfig(name="a", labels=["dog", "cat"], background=["silence"]),
         LabelSetConfig(name="b", prompt_template=["{}", "a {}"], labels=["x", "y"]),
+        LabelSetConfig(name="c", labels=["cat", "bird"]),  # "cat" again: embedded once
     ]
     scorers = build_scorers(sets, counting, runner.logit_scale)
-    assert [s.name for s in scorers] == ["a", "b"]
+    assert [s.name for s in scorers] == ["a", "b", "c"]
+    # One call (one helper process for the daemon's backends, on a cold cache), no repeats.
     assert calls == [
-        ["This is a sound of dog.", "This is a sound of cat.", "This is a sound of silence."],
-        ["x", "a x", "y", "a y"],
+        [
+            "This is a sound of dog.",
+            "This is a sound of cat.",
+            "This is a sound of silence.",
+            "x",
+            "a x",
+            "y",
+            "a y",
+            "This is a sound of bird.",
+        ]
     ]
+    # Each set's embeddings are what it gets when built alone.
+    for label_set, built in zip(sets, scorers, strict=True):
+        alone = LabelSetScorer.build(label_set, runner.embed_text, runner.logit_scale)
+        np.testing.assert_array_equal(built.text_embeddings, alone.text_embeddings)
+        np.testing.assert_array_equal(built.background_embeddings, alone.background_embeddings)
 
 
 def test_with_mode_reuses_embeddings(runner: ClapRunner, audio: np.ndarray) -> None:
