@@ -606,11 +606,13 @@ def _load_graph_runner(cfg: ModelConfig) -> TorchClapRunner | None:
             graph = None
     if graph is None:
         with tempfile.TemporaryDirectory(prefix="audio-monitor-graph-") as name:
+            # The helper's output is not shown: say what may take long before it starts.
             logger.info(
-                "tracing the audio tower of %s (%s) in a torch helper process, %s",
+                "tracing the audio tower of %s (%s) in a torch helper process, %s%s",
                 cfg.name,
                 cfg.precision,
                 "once" if cache.enabled else "at every start (no cache)",
+                "" if identity_of(cfg) is not None else "; downloading the checkpoint first",
             )
             extra = () if cache.enabled else ("--out-dir", name)
             result = run_torch_helper("trace", cfg, Path(name), *extra, purpose="for torch")
