@@ -46,7 +46,7 @@ from monitor.errors import (
 )
 from monitor.events import EventTracker
 from monitor.frames import Detection, Event
-from monitor.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler, resample_to
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler, resample_to, stream_position
 from monitor.ringbuffer import RingBuffer
 from monitor.runtime import prepare_for_inference
 from monitor.scoring import LabelSetScorer, build_scorers
@@ -244,11 +244,14 @@ class Workload:
     window_seconds: float
     description: str
     hop_seconds: float
-    # Each window's first sample at the model's rate, as Window.model_start_index (None when
-    # not a whole sample): the monitor's path passes them so that windows share frames.
-    positions: list[int | None] = field(repr=False)
     # Each window's first sample at the source rate (the ring buffer's index).
     starts: list[int] = field(repr=False)
+
+    @property
+    def positions(self) -> list[int | None]:
+        """Each window's first sample at the model's rate, as Window.model_start_index: the
+        monitor's path passes them so that windows share frames."""
+        return [stream_position(s, self.source_rate_hz, MODEL_SAMPLE_RATE_HZ) for s in self.starts]
 
     def model_windows(self) -> list[np.ndarray]:
         """The same windows resampled to the model's rate (what the pipeline is given)."""
@@ -324,12 +327,8 @@ def make_workload(
     else:
         stream = np.resize(samples, total).astype(np.float32)
     cut = [stream[i * step : i * step + size].copy() for i in range(windows)]
-    positions: list[int | None] = []
-    for i in range(windows):
-        start, remainder = divmod(i * step * MODEL_SAMPLE_RATE_HZ, rate)
-        positions.append(None if remainder else start)
     starts = [i * step for i in range(windows)]
-    return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz", hop_seconds, positions, starts)
+    return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz", hop_seconds, starts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -779,7 +778,8 @@ class _MonitorPath:
     def measure(self, indices: Sequence[int]) -> None:
         run = self.run
         windows = [self.workload.windows[i] for i in indices]
-        positions = [self.workload.positions[i] for i in indices]
+        every_position = self.workload.positions
+        positions = [every_position[i] for i in indices]
         stream = (self.resampler, [self.workload.starts[i] for i in indices])
         started, cpu = time.monotonic(), time.process_time()
         emb, first_set, seconds = _monitor_batch(

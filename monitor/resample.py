@@ -147,6 +147,14 @@ def resampler(rate_hz: int, target_rate_hz: int) -> PolyphaseResampler | _ScipyR
     return PolyphaseResampler(target_rate_hz, rate_hz)
 
 
+def stream_position(start_index: int, rate_hz: int, target_rate_hz: int) -> int | None:
+    """Where a window starting at source sample `start_index` starts in the stream resampled
+    to `target_rate_hz`; None unless that is a whole sample (the resampler's phase restarts
+    at each window's first sample, so only then are its samples the stream's)."""
+    position, remainder = divmod(start_index * target_rate_hz, rate_hz)
+    return None if remainder else position
+
+
 class StreamResampler:
     """Resamples the hop-spaced windows of one stream, computing only what a window adds.
 

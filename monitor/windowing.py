@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from monitor.frames import Window
-from monitor.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler
+from monitor.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler, stream_position
 from monitor.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,6 @@ class Windower:
         samples = self._resampler(to_mono(frames), start)
         self._last_end = end
         self.windows += 1
-        # The resampler's phase restarts at each window's first sample: only when that sample
-        # falls on the model-rate grid are the window's samples those of one resampled stream.
-        model_start, remainder = divmod(start * self.target_rate_hz, self.rate_hz)
         return Window(
             source_id=self.source_id,
             samples=samples,
@@ -111,5 +108,5 @@ class Windower:
             end_index=end,
             start_time=_utc(self.ring.time_of(start)),
             end_time=_utc(self.ring.time_of(end)),
-            model_start_index=None if remainder else model_start,
+            model_start_index=stream_position(start, self.rate_hz, self.target_rate_hz),
         )
