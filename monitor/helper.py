@@ -135,10 +135,14 @@ def read_metadata(path: Path, fmt: int, *required: str) -> dict[str, Any] | None
 
 
 def cached_artefact(
-    cfg: ModelConfig, cache: EmbeddingCache, names: tuple[str, str], fmt: int, *required: str
+    identity: CheckpointIdentity | None,
+    cache: EmbeddingCache,
+    names: tuple[str, str],
+    fmt: int,
+    *required: str,
 ) -> tuple[Path, dict[str, Any]] | None:
-    """(model file, metadata) of a finished artefact of this checkpoint, if any."""
-    identity = identity_of(cfg)
+    """(model file, metadata) of a finished artefact of the checkpoint `identity` (None: not
+    on this machine yet), if any."""
     directory = None if identity is None else cache.artefact_dir(identity)
     if directory is None:
         return None

@@ -590,8 +590,9 @@ def _load_graph_runner(cfg: ModelConfig) -> TorchClapRunner | None:
     import torch
 
     cache = EmbeddingCache.open(cfg.cache_dir)
+    identity = identity_of(cfg)
     names = graph_file_names(cfg.precision)
-    found = cached_artefact(cfg, cache, names, GRAPH_FORMAT, *GRAPH_KEYS)
+    found = cached_artefact(identity, cache, names, GRAPH_FORMAT, *GRAPH_KEYS)
     graph: Any = None
     metadata: dict[str, Any] = {}
     if found is not None and found[1]["torch"] != torch.__version__:
@@ -612,10 +613,11 @@ def _load_graph_runner(cfg: ModelConfig) -> TorchClapRunner | None:
                 cfg.name,
                 cfg.precision,
                 "once" if cache.enabled else "at every start (no cache)",
-                "" if identity_of(cfg) is not None else "; downloading the checkpoint first",
+                "" if identity is not None else "; downloading the checkpoint first",
             )
             extra = () if cache.enabled else ("--out-dir", name)
             result = run_torch_helper("trace", cfg, Path(name), *extra, purpose="for torch")
+            identity = identity or identity_of(cfg)  # the helper downloaded the checkpoint
             if "refused" in result:
                 logger.warning("running the audio tower eagerly: %s", result["refused"])
                 return None
@@ -634,7 +636,7 @@ def _load_graph_runner(cfg: ModelConfig) -> TorchClapRunner | None:
                     f"{path} ({first_line(err)})"
                 ) from err
     embedding_dim = int(metadata["embedding_dim"])
-    text = CachedTextEmbedder(cache, identity_of(cfg), HelperTextEncoder(cfg), embedding_dim)
+    text = CachedTextEmbedder(cache, identity, HelperTextEncoder(cfg), embedding_dim)
     return TorchClapRunner(
         cfg.name,
         graph,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from monitor.config import ModelConfig
-from monitor.embedcache import CachedTextEmbedder, EmbeddingCache
+from monitor.embedcache import CachedTextEmbedder, CheckpointIdentity, EmbeddingCache
 from monitor.errors import ConfigError, ModelError
 from monitor.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
 from monitor.helper import (
@@ -114,10 +114,12 @@ class OnnxClapRunner:
 METADATA_KEYS = ("format", "precision", "features", "logit_scale", "embedding_dim")
 
 
-def cached_export(cfg: ModelConfig, cache: EmbeddingCache) -> tuple[Path, dict[str, Any]] | None:
+def cached_export(
+    identity: CheckpointIdentity | None, cache: EmbeddingCache, precision: str
+) -> tuple[Path, dict[str, Any]] | None:
     """(model file, metadata) of a finished export of this checkpoint and precision, if any."""
-    names = onnx_file_names(cfg.precision)
-    return cached_artefact(cfg, cache, names, ONNX_FORMAT, *METADATA_KEYS)
+    names = onnx_file_names(precision)
+    return cached_artefact(identity, cache, names, ONNX_FORMAT, *METADATA_KEYS)
 
 
 def _session(path: Path, cfg: ModelConfig) -> Any:
@@ -177,7 +179,8 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
     started = time.monotonic()
     prepare_for_inference()
     cache = EmbeddingCache.open(cfg.cache_dir)
-    found = cached_export(cfg, cache)
+    identity = identity_of(cfg)
+    found = cached_export(identity, cache, cfg.precision)
     session: Any = None
     if found is not None:
         model_path: Path | None = found[0]
@@ -191,6 +194,7 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
         with tempfile.TemporaryDirectory(prefix="audio-monitor-onnx-") as name:
             # Without a cache the export goes to a temporary directory, is loaded, and goes.
             exported = _export(cfg, None if cache.enabled else Path(name))
+            identity = identity or identity_of(cfg)  # the helper downloaded the checkpoint
             loaded = read_metadata(exported.with_suffix(".json"), ONNX_FORMAT, *METADATA_KEYS)
             if loaded is None:
                 raise ModelError(
@@ -207,7 +211,6 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
                     f"{exported} ({reason})"
                 ) from err
             model_path = exported if cache.enabled else None
-    identity = identity_of(cfg)
     text = CachedTextEmbedder(
         cache, identity, HelperTextEncoder(cfg), int(metadata["embedding_dim"])
     )

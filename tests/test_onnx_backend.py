@@ -15,6 +15,7 @@ from monitor.config import LabelSetConfig, ModelConfig, parse_config
 from monitor.embedcache import EmbeddingCache
 from monitor.errors import ConfigError, ModelError
 from monitor.features import StreamingMel
+from monitor.helper import identity_of
 from monitor.model import export_onnx, load_clap, onnx_file_names
 from monitor.onnx_backend import OnnxClapRunner, cached_export, load_onnx_runner
 from monitor.scoring import LabelSetScorer
@@ -130,7 +131,7 @@ def test_int8_runs_and_is_cached_apart(
     assert onnx_fp32.model_path is not None and int8_path != onnx_fp32.model_path
     assert int8_path.name == onnx_file_names("int8")[0]
     assert int8_path.read_bytes() != onnx_fp32.model_path.read_bytes()
-    found = cached_export(cfg, EmbeddingCache.open(cache_dir))
+    found = cached_export(identity_of(cfg), EmbeddingCache.open(cache_dir), cfg.precision)
     assert found is not None and found[1]["precision"] == "int8"
     embeddings = runner.embed_audio(WINDOWS)
     assert embeddings.dtype == np.float32
