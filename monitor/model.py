@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import logging
@@ -154,13 +155,12 @@ class TorchClapRunner:
             if "is_longer" in features:
                 output = self._model(**features).audio_embeds
                 result: np.ndarray = F.normalize(output.float(), dim=-1).numpy()
-            elif self.traced:
+            else:
                 # The graph is frozen and fused already; the graph executor's profiling runs
                 # and re-optimised copies of it only cost memory (measured: 30 MB, same speed).
+                # (The eager tower has no graph executor: the setting changes nothing there.)
                 with torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
                     result = self._tower(features["input_features"]).numpy()
-            else:
-                result = self._tower(features["input_features"]).numpy()
         return result
 
     def embed_audio(
@@ -451,20 +451,17 @@ def _fuse_window_attention(model: Any) -> int:
     return fused
 
 
-_ONEDNN_LINEAR: list[bool] = []  # [available], once registered
-
-
+@functools.cache
 def register_onednn_linear() -> bool:
     """Register audio_monitor::linear, a Linear layer through oneDNN; False if this torch has
-    no oneDNN linear. A saved graph that uses it needs it registered before torch.jit.load.
+    no oneDNN linear. Once per process; a saved graph that uses the op needs it registered
+    before torch.jit.load.
 
     torch's own fp32 Linear calls MKL, which on AMD CPUs takes a generic code path: measured
     on a 2-core Zen 5, the tower's shapes ran at ~200 GFLOP/s through MKL and ~490 through
     oneDNN. The op is registered from Python because its oneDNN entry point takes an argument
     type (Scalar?[]) that TorchScript cannot record.
     """
-    if _ONEDNN_LINEAR:
-        return _ONEDNN_LINEAR[0]
     import torch
 
     available = torch.backends.mkldnn.is_available() and hasattr(  # type: ignore[no-untyped-call]
@@ -486,7 +483,6 @@ def register_onednn_linear() -> bool:
         def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
             return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
-    _ONEDNN_LINEAR.append(available)
     return available
 
 
