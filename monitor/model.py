@@ -764,8 +764,9 @@ def _trace_tower(model: Any, settings: MelSettings, precision: str) -> Any:
     Untraceable when it cannot be traced faithfully (then the eager model runs).
 
     The HTSAT forward is about 1,500 small operations, each dispatched from Python; one graph
-    saves that overhead (measured on 2 cores, 10 s windows, interleaved in one process: fp32
-    89.5 -> 81.7 ms, int8 53.2 -> 45.9 ms, bf16 no change) and, saved to disk, lets the
+    saves that overhead (measured on an Intel 2-core VM, 10 s windows, interleaved in one
+    process: int8 53.2 -> 45.9 ms, bf16 no change; the fp32 figure then, 89.5 -> 81.7 ms,
+    included optimize_for_inference, no longer used) and, saved to disk, lets the
     daemon run the tower without importing transformers. torch.jit is deprecated in torch
     2.13 but works; torch.compile would need a C++ compiler on the device. The graph is
     checked against the eager model on two probe windows (also a batch, as tracing fixes
