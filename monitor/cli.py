@@ -45,13 +45,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _setup_logging(args.log_level or config.log_level)
-    from monitor.daemon import run_daemon
+    from monitor.service.daemon import run_daemon
 
     return run_daemon(config)
 
 
 def _cmd_devices(_args: argparse.Namespace) -> int:
-    from monitor.capture import format_devices_table, list_input_devices
+    from monitor.audio.microphone import format_devices_table, list_input_devices
 
     print(format_devices_table(list_input_devices()))
     return EXIT_OK
@@ -210,20 +210,20 @@ def _add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from monitor.classify import run_classify
+    from monitor.offline.classify import run_classify
 
     return run_classify(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from monitor.bench import run_bench
+    from monitor.bench.core import run_bench
 
     code: int = run_bench(args)
     return code
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from monitor.evaluate import run_eval
+    from monitor.offline.evaluate import run_eval
 
     return run_eval(args)
 

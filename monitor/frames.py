@@ -21,7 +21,7 @@ class Window:
     end_time: datetime
     # Index of the first sample in the stream at sample_rate_hz (the model's rate), when the
     # window starts on a whole sample of that rate; None otherwise. Windows of one stream
-    # with positions can share the feature frames they overlap (monitor.features.StreamingMel).
+    # with positions can share the feature frames they overlap (model.features.StreamingMel).
     model_start_index: int | None = None
 
     @property

@@ -23,7 +23,7 @@ scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
     | st.text(max_size=20)
     | st.sampled_from(KEYS)
 )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.audio.ringbuffer import RingBuffer
+from monitor.audio.windowing import Windower
 from monitor.frames import Window
-from monitor.ringbuffer import RingBuffer
-from monitor.windowing import Windower
 
 
 def stream_audio(rate_hz: int, seconds: float, seed: int = 9) -> np.ndarray:

@@ -76,12 +76,12 @@ def environment_in_process(overrides: dict[str, str]) -> Iterator[None]:
 
     PortAudio enumerates ALSA devices and reads ~/.asoundrc only in Pa_Initialize, which
     sounddevice runs at import, maybe long before (any earlier test that touched
-    monitor.capture). Setting HOME etc. is therefore not enough: `refresh_devices()`
+    monitor.audio.microphone). Setting HOME etc. is therefore not enough: `refresh_devices()`
     (sd._terminate() + sd._initialize(), the re-scan the sounddevice maintainers recommend in
     spatialaudio/python-sounddevice#125) makes PortAudio see the new config. It also closes
     every open PortAudio stream of the process: stop sources before leaving the block.
     """
-    from monitor.capture import refresh_devices
+    from monitor.audio.microphone import refresh_devices
 
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)

@@ -1,0 +1,1 @@
+"""audio-monitor bench: the monitor's path timed against the transformers reference."""

@@ -1,0 +1,1 @@
+"""The CLAP boundary: runners, backends, features, caches; no torch at package import."""

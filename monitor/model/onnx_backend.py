@@ -1,0 +1,234 @@
+"""The audio tower in ONNX Runtime, so that the daemon scores without ever importing torch.
+
+Everything torch computes is computed once and cached (monitor.model.embedcache): the exported
+audio tower (per checkpoint and precision) with its feature settings and logit scale, and
+the label embeddings. On a cache miss a helper process (`python -m monitor.model`) does the
+torch work and exits, so even a cold start leaves no torch in this process; a warm start
+spawns nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitor.config import ModelConfig
+from monitor.errors import ConfigError, ModelError
+from monitor.model.embedcache import CachedTextEmbedder, CheckpointIdentity, EmbeddingCache
+from monitor.model.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
+from monitor.model.helper import (
+    HelperTextEncoder,
+    cached_artefact,
+    identity_of,
+    read_metadata,
+    run_torch_helper,
+)
+from monitor.model.runtime import prepare_for_inference
+from monitor.model.torch_backend import (
+    ONNX_FORMAT,
+    ONNX_PRECISIONS,
+    onnx_file_names,
+    resolve_source,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class OnnxClapRunner:
+    """The exported audio tower in ONNX Runtime with numpy features; label embeddings come
+    from the cache (or, once, from the torch helper process)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        session: Any,
+        metadata: dict[str, Any],
+        text: CachedTextEmbedder,
+        *,
+        max_batch: int,
+        model_path: Path | None,
+    ) -> None:
+        self.model_id = model_id
+        self.precision = str(metadata["precision"])
+        self.model_path = model_path
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._text = text
+        settings = MelSettings.from_dict(metadata["features"])
+        # One stream's windows at a time (the daemon's): positioned windows share frames.
+        self._features = StreamingMel(NumpyMelFeatures(settings))
+        self.sample_rate_hz: int = settings.sample_rate_hz
+        self.max_samples: int = settings.max_samples
+        self.logit_scale: float = float(metadata["logit_scale"])
+        self.embedding_dim: int = int(metadata["embedding_dim"])
+        self.max_batch = max_batch
+
+    def embed_text(self, prompts: Sequence[str]) -> np.ndarray:
+        """Embed text prompts: (len(prompts), dim) float32, each row L2-normalised."""
+        return self._text(prompts)
+
+    def audio_features(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
+        """The model's input features of checked windows: (n, 1, frames, mel bins) float32;
+        positions: each window's start in its stream (see ClapRunner), or None."""
+        batch = [
+            check_window(i, w, self.max_samples, self.sample_rate_hz) for i, w in enumerate(windows)
+        ]
+        features: np.ndarray = self._features(batch, positions)
+        return features
+
+    def embed_audio_features(self, features: np.ndarray) -> np.ndarray:
+        """Embeddings of audio_features() output: (n, dim) float32, L2-normalised."""
+        (output,) = self._session.run(None, {self._input: features})
+        embeddings = np.asarray(output, dtype=np.float32)
+        # The graph normalises already; again here so int8 rounding cannot leave |e| != 1.
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        out: np.ndarray = embeddings / np.maximum(norms, 1e-12)
+        return out
+
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
+        """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
+
+        Each window must hold 1..max_samples samples; positions as in ClapRunner.
+        """
+        if len(windows) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        if positions is not None and len(positions) != len(windows):
+            raise ValueError(f"{len(positions)} positions for {len(windows)} windows")
+        step = self.max_batch
+        parts = [
+            self.embed_audio_features(
+                self.audio_features(
+                    windows[i : i + step], None if positions is None else positions[i : i + step]
+                )
+            )
+            for i in range(0, len(windows), step)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+METADATA_KEYS = ("format", "precision", "features", "logit_scale", "embedding_dim")
+
+
+def cached_export(
+    identity: CheckpointIdentity | None, cache: EmbeddingCache, precision: str
+) -> tuple[Path, dict[str, Any]] | None:
+    """(model file, metadata) of a finished export of this checkpoint and precision, if any."""
+    names = onnx_file_names(precision)
+    return cached_artefact(identity, cache, names, ONNX_FORMAT, *METADATA_KEYS)
+
+
+def _session(path: Path, cfg: ModelConfig) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.torch_threads  # 0: one per physical core
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: warnings about folded initialisers are noise
+    # Spinning workers wait out the idle time between windows on the CPU: measured here, ~35 ms
+    # of CPU per window saved for ~10 % more latency - the better trade for an always-on
+    # service on a small, shared CPU.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # One window shape, run forever: the arena and memory patterns only hold memory for
+    # shapes that never come (measured: 239 -> 223 MB steady RSS, same speed).
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    # Shifted-window attention masks with -100: softmax leaves ~1e-44 (denormal floats) in the
+    # probabilities, and every multiplication by one takes a slow microcode path. Flushing
+    # them to zero (a change below 1e-37) measured 127 -> 85 ms (int8), 158 -> 114 ms (fp32).
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _export(cfg: ModelConfig, out_dir: Path | None) -> Path:
+    logger.info(
+        "exporting the audio tower of %s (%s) to ONNX %s, in a torch helper process; "
+        "on a small CPU this can take minutes",
+        cfg.name,
+        cfg.precision,
+        "once" if out_dir is None else "(no cache: at every start)",
+    )
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="audio-monitor-export-") as work:
+        extra = () if out_dir is None else ("--out-dir", str(out_dir))
+        result = run_torch_helper("export", cfg, Path(work), *extra)
+    logger.info("exported in %.1f s: %s", time.monotonic() - started, result["onnx"])
+    return Path(result["onnx"])
+
+
+def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
+    """The onnx backend's runner: cached export (made on first use), cached label embeddings."""
+    if cfg.precision not in ONNX_PRECISIONS:
+        raise ConfigError(
+            f"model.precision: {cfg.precision} is not available with model.backend onnx "
+            f"(use {' or '.join(ONNX_PRECISIONS)})"
+        )
+    resolve_source(cfg)  # a wrong path fails at once, with the torch backend's message
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ModelError(
+            "model.backend onnx needs ONNX Runtime: pip install 'audio-monitor[onnx]'"
+        ) from err
+    started = time.monotonic()
+    prepare_for_inference()
+    cache = EmbeddingCache.open(cfg.cache_dir)
+    identity = identity_of(cfg)
+    found = cached_export(identity, cache, cfg.precision)
+    session: Any = None
+    if found is not None:
+        model_path: Path | None = found[0]
+        metadata = found[1]
+        try:
+            session = _session(found[0], cfg)
+        except Exception as err:  # a damaged file: export again rather than fail for good
+            logger.warning("cached ONNX model %s is unusable (%s); exporting again", found[0], err)
+            found[0].unlink(missing_ok=True)
+    if session is None:
+        with tempfile.TemporaryDirectory(prefix="audio-monitor-onnx-") as name:
+            # Without a cache the export goes to a temporary directory, is loaded, and goes.
+            exported = _export(cfg, None if cache.enabled else Path(name))
+            identity = identity or identity_of(cfg)  # the helper downloaded the checkpoint
+            loaded = read_metadata(exported.with_suffix(".json"), ONNX_FORMAT, *METADATA_KEYS)
+            if loaded is None:
+                raise ModelError(
+                    f"cannot load CLAP model {cfg.name!r}: the ONNX export {exported} has no "
+                    "usable metadata"
+                )
+            metadata = loaded
+            try:
+                session = _session(exported, cfg)
+            except Exception as err:
+                reason = (str(err).strip() or repr(err)).splitlines()[0]
+                raise ModelError(
+                    f"cannot load CLAP model {cfg.name!r}: ONNX Runtime rejects its export "
+                    f"{exported} ({reason})"
+                ) from err
+            model_path = exported if cache.enabled else None
+    text = CachedTextEmbedder(
+        cache, identity, HelperTextEncoder(cfg), int(metadata["embedding_dim"])
+    )
+    runner = OnnxClapRunner(
+        cfg.name, session, metadata, text, max_batch=cfg.max_batch, model_path=model_path
+    )
+    logger.info(
+        "loaded CLAP audio tower %s in ONNX Runtime %s (%s): %d-d embeddings, %s threads, %.2f s",
+        cfg.name,
+        onnxruntime.__version__,
+        runner.precision,
+        runner.embedding_dim,
+        cfg.torch_threads or "default",
+        time.monotonic() - started,
+    )
+    return runner

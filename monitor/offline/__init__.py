@@ -1,0 +1,1 @@
+"""Commands over files: classify, eval and their metrics."""

@@ -1,0 +1,1 @@
+"""Where events go: the sink interface, MQTT and JSON lines."""

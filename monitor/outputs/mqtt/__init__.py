@@ -1,0 +1,1 @@
+"""MQTT output: paho publisher, on-disk outbox and topic/payload layout."""

@@ -1,0 +1,1 @@
+"""The long-running monitor: daemon, supervision and health, systemd notify."""

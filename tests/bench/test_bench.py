@@ -1,0 +1,268 @@
+"""`audio-monitor bench` run as a subprocess on the tiny checkpoint: fields, agreement, replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from monitor.bench.core import make_workload
+from tests.support.broker import Broker
+
+TIMEOUT_SECONDS = 240.0
+
+COMPARE_FIELDS = {
+    "mode",
+    "note",
+    "checkpoint",
+    "environment",
+    "workload",
+    "reference",
+    "monitor",
+    "targets",
+    "targets_workload",
+}
+PATH_FIELDS = {"name", "ok", "error", "load_seconds", "ms", "cpu_ms", "rtf", "rss_mib"}
+MONITOR_FIELDS = PATH_FIELDS | {
+    "backend",
+    "precision",
+    "text_embedding_seconds",
+    "stages_ms",
+    "features_separate",
+    "front_end_fraction",
+    "speedup_vs_pipeline",
+    "speedup_min_vs_pipeline",
+    "cpu_speedup_vs_pipeline",
+    "torch_imported",
+    "transformers_imported",
+    "rss_ratio_vs_pipeline",
+    "agreement",
+}
+AGREEMENT_FIELDS = {
+    "max_abs_score_diff",
+    "top1_agreement",
+    "embedding_cosine_min",
+    "embedding_cosine_mean",
+}
+STAGES = {"resample", "features", "audio_tower", "scoring"}
+RSS_FIELDS = {"steady", "peak", "after_load", "anon", "file", "error"}
+TARGET_FIELDS = {"target", "config", "value", "limit", "met", "detail"}
+REPLAY_RUN_FIELDS = {
+    "name",
+    "backend",
+    "precision",
+    "ok",
+    "error",
+    "audio_seconds",
+    "windows",
+    "wall_seconds",
+    "windows_per_second",
+    "speed_vs_realtime",
+    "cpu_seconds",
+    "cpu_seconds_per_audio_hour",
+    "latency_ms",
+    "processing_ms",
+    "windows_scored",
+    "windows_skipped_lagging",
+    "events",
+    "lost_frames",
+}
+
+
+def run_bench(args: list[str], tmp_path: Path) -> tuple[int, dict[str, Any], str]:
+    """Run `python -m monitor bench ... --json` with its caches in tmp_path."""
+    env = dict(os.environ)
+    env["CACHE_DIRECTORY"] = str(tmp_path / "cache")  # label embeddings, exports: not ~/.cache
+    env["HF_HUB_OFFLINE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "bench", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+        env=env,
+        check=False,
+    )
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"stdout is not one JSON document:\n{done.stdout}\n{done.stderr[-3000:]}")
+    return done.returncode, report, done.stderr
+
+
+def test_compare_reports_every_field_and_fp32_matches_the_pipeline(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    code, report, stderr = run_bench(
+        [
+            "--model",
+            str(tiny_clap_dir),
+            "--windows",
+            "2",
+            "--labels",
+            "4",
+            "--window-seconds",
+            "1.5",
+            "--hop-seconds",
+            "0.5",
+            "--threads",
+            "1",
+        ],
+        tmp_path,
+    )
+    assert code == 0, stderr[-3000:]
+    assert set(report) >= COMPARE_FIELDS
+    assert report["mode"] == "compare"
+    # A checkpoint directory was given: real weights as far as the bench knows, no warning.
+    assert report["note"] is None
+    assert report["checkpoint"]["origin"] == "directory"
+    assert report["checkpoint"]["random_weights"] is False
+    work = report["workload"]
+    assert (work["windows"], work["labels"], work["window_seconds"]) == (2, 4, 1.5)
+    assert work["hop_seconds"] == 0.5
+    assert work["source_rate_hz"] == 44100  # generated audio: resampling is part of the path
+    env = report["environment"]
+    assert env["torch_threads"] == 1
+    assert {"cpu_count", "versions", "load_average_before", "load_average_after"} <= set(env)
+
+    ref = report["reference"]
+    assert set(ref) >= PATH_FIELDS
+    assert ref["ok"] is True, ref["error"]
+    assert 0 < ref["ms"]["min"] <= ref["ms"]["median"] <= ref["ms"]["max"]
+    assert ref["rtf"] == pytest.approx(ref["ms"]["median"] / 1500.0)
+    assert set(ref["rss_mib"]) == RSS_FIELDS
+    assert ref["rss_mib"]["error"] is None
+    assert 0 < ref["rss_mib"]["steady"] <= ref["rss_mib"]["peak"]
+
+    (fp32,) = report["monitor"]
+    assert set(fp32) >= MONITOR_FIELDS
+    assert (fp32["name"], fp32["ok"]) == ("torch/fp32", True), fp32["error"]
+    assert set(fp32["stages_ms"]) == STAGES
+    assert fp32["stages_ms"]["audio_tower"]["median"] > 0
+    assert fp32["stages_ms"]["resample"]["median"] > 0
+    ms = fp32["ms"]
+    assert 0 < ms["min"] <= ms["median"] <= ms["max"]
+    assert fp32["speedup_vs_pipeline"] == pytest.approx(ref["ms"]["median"] / ms["median"])
+    assert fp32["speedup_min_vs_pipeline"] == pytest.approx(ref["ms"]["min"] / ms["min"])
+    assert fp32["cpu_speedup_vs_pipeline"] == pytest.approx(
+        ref["cpu_ms"]["median"] / fp32["cpu_ms"]["median"]
+    )
+    assert fp32["torch_imported"] is True  # the torch backend, in its own child process
+    assert fp32["transformers_imported"] is False  # its traced graph, loaded from the cache
+    rss = fp32["rss_mib"]
+    assert rss["error"] is None and 0 < rss["steady"] <= rss["peak"]
+    assert fp32["rss_ratio_vs_pipeline"] == pytest.approx(rss["steady"] / ref["rss_mib"]["steady"])
+    agreement = fp32["agreement"]
+    assert set(agreement) == AGREEMENT_FIELDS
+    assert agreement["max_abs_score_diff"] <= 1e-4
+    assert agreement["top1_agreement"] == 1.0
+    assert agreement["embedding_cosine_min"] >= 1 - 1e-5
+
+    for target in report["targets"]:
+        assert set(target) == TARGET_FIELDS
+    names = {(t["config"], t["target"]) for t in report["targets"]}
+    assert any(c == "torch/fp32" and "RSS" in t for c, t in names)
+    assert any(c == "onnx/int8" and "RSS" in t for c, t in names)
+    onnx_rss = next(t for t in report["targets"] if t["config"] == "onnx/int8")
+    assert onnx_rss["met"] is None and "not measured" in onnx_rss["detail"]
+    # 1.5 s windows and 4 labels are not the targets' workload: verdicts are only indicative.
+    assert report["targets_workload"] is False
+
+
+@pytest.mark.parametrize(("hop_seconds", "position"), [(1.0, 48000), (0.5, 24000), (0.001, None)])
+def test_the_workload_is_one_stream_cut_every_hop(hop_seconds: float, position: int | None) -> None:
+    workload = make_workload(None, 3, 2.0, hop_seconds)
+    rate = workload.source_rate_hz
+    size, step = 2 * rate, round(hop_seconds * rate)
+    assert workload.hop_seconds == hop_seconds
+    assert [len(w) for w in workload.windows] == [size] * 3
+    # Overlapping windows hold the same stream samples where they overlap.
+    np.testing.assert_array_equal(workload.windows[1][: size - step], workload.windows[0][step:])
+    np.testing.assert_array_equal(workload.windows[2][: size - step], workload.windows[1][step:])
+    assert workload.positions[:2] == [0, position]
+
+
+def test_replay_runs_the_whole_daemon_and_reports_throughput(
+    tiny_clap_dir: Path, tmp_path: Path, mosquitto: Broker
+) -> None:
+    code, report, stderr = run_bench(
+        [
+            "--model",
+            str(tiny_clap_dir),
+            "--labels",
+            "3",
+            "--window-seconds",
+            "2",
+            "--threads",
+            "1",
+            "--replay-minutes",
+            "0.2",
+            "--mqtt",
+            f"{mosquitto.host}:{mosquitto.port}",
+        ],
+        tmp_path,
+    )
+    assert code == 0, stderr[-3000:]
+    assert report["mode"] == "replay"
+    replay = report["replay"]
+    assert replay["hop_seconds"] == 1.0
+    assert replay["mqtt"] == f"{mosquitto.host}:{mosquitto.port}"
+    (run,) = report["runs"]
+    assert set(run) >= REPLAY_RUN_FIELDS
+    assert run["ok"] is True, run["error"]
+    # 12 s of audio, 2 s windows every 1 s: windows end at 2, 3, ..., 12 s.
+    assert run["audio_seconds"] == pytest.approx(12.0)
+    assert run["windows"] == 11
+    assert run["windows_scored"] == 11
+    assert run["windows_skipped_lagging"] == 0
+    assert run["lost_frames"] == 0
+    assert run["windows_per_second"] == pytest.approx(run["windows"] / run["wall_seconds"])
+    assert run["cpu_seconds"] > 0
+    assert run["cpu_seconds_per_audio_hour"] == pytest.approx(run["cpu_seconds"] * 300.0)
+    for key in ("latency_ms", "processing_ms"):
+        stats = run[key]
+        assert 0 < stats["p50"] <= stats["p99"] <= stats["max"]
+    # Waiting behind earlier windows counts in the latency, never in the processing time.
+    assert run["processing_ms"]["p50"] <= run["latency_ms"]["p50"]
+    # The daemon really published: every label's state is retained on the broker.
+    state = mosquitto.read_retained("audio-monitor-bench/bench/bench/dog_barking/state")
+    assert state in ("ON", "OFF")
+
+
+def test_a_configuration_that_cannot_run_is_one_line_not_a_crash(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    # The onnx backend has no bf16 (the export is fp32 or int8): the monitor's path fails at
+    # load, the pipeline is still measured, and the command exits 1.
+    code, report, stderr = run_bench(
+        [
+            "--model",
+            str(tiny_clap_dir),
+            "--windows",
+            "1",
+            "--labels",
+            "2",
+            "--window-seconds",
+            "1",
+            "--backend",
+            "onnx",
+            "--precision",
+            "bf16",
+        ],
+        tmp_path,
+    )
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert report["reference"]["ok"] is True
+    (failed,) = report["monitor"]
+    assert (failed["name"], failed["ok"]) == ("onnx/bf16", False)
+    assert "bf16" in failed["error"] and "\n" not in failed["error"]
+    assert failed["ms"] is None and failed["agreement"]["max_abs_score_diff"] is None
+    assert failed["rss_mib"]["steady"] is None  # no child process for a path that cannot load
+    verdicts = [t for t in report["targets"] if t["config"] == "onnx/bf16"]
+    assert verdicts and all(t["met"] is None and t["detail"] for t in verdicts)

@@ -1,0 +1,91 @@
+"""Event logic: one start per continuing sound, end after the cooldown, hold, close at shutdown."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from monitor.frames import Detection
+from monitor.pipeline.events import EventTracker
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+LABELS = ("dog", "cat")
+
+
+def hit(label: str, at: float, score: float = 0.9) -> Detection:
+    return Detection(
+        id=str(uuid.uuid4()),
+        source_id="mic",
+        label_set="pets",
+        label=label,
+        score=score,
+        threshold=0.5,
+        scores={"dog": score, "cat": 1 - score},
+        window_start=T0 + timedelta(seconds=at - 5),
+        window_end=T0 + timedelta(seconds=at),
+        model_id="m",
+    )
+
+
+def feed(tracker: EventTracker, seconds: float, labels_hit: list[str], score: float = 0.9):
+    found = [hit(label, seconds, score) for label in labels_hit]
+    return tracker.update("pets", LABELS, found, seconds, T0 + timedelta(seconds=seconds))
+
+
+def test_continuing_sound_gives_one_start_and_one_end() -> None:
+    tracker = EventTracker(cooldown_seconds=3.0, hold_seconds=0.0)
+    kinds = []
+    for t in range(5, 15):
+        kinds += [(e.kind, e.detection.label, t) for e in feed(tracker, t, ["dog"])]
+    assert kinds == [("start", "dog", 5)]
+    for t in range(15, 20):
+        kinds += [(e.kind, e.detection.label, t) for e in feed(tracker, t, [])]
+    # Last hit at 14: quiet for 3 s at 17.
+    assert kinds == [("start", "dog", 5), ("end", "dog", 17)]
+
+
+def test_end_reports_peak_count_and_span() -> None:
+    tracker = EventTracker(cooldown_seconds=1.0, hold_seconds=0.0)
+    (start,) = feed(tracker, 5, ["dog"], 0.6)
+    feed(tracker, 6, ["dog"], 0.95)
+    feed(tracker, 7, ["dog"], 0.7)
+    (end,) = feed(tracker, 8, [])
+    assert end.kind == "end" and end.event_id == start.event_id
+    assert end.detection.score == 0.95
+    assert end.detection_count == 3
+    assert end.started_at == start.detection.window_start
+    assert end.ended_at == T0 + timedelta(seconds=8)
+    assert end.detection.id != start.detection.id
+
+
+def test_labels_are_independent() -> None:
+    tracker = EventTracker(cooldown_seconds=2.0, hold_seconds=0.0)
+    events = feed(tracker, 5, ["dog", "cat"])
+    assert sorted(e.detection.label for e in events) == ["cat", "dog"]
+    assert len({e.event_id for e in events}) == 2
+    events = feed(tracker, 6, ["cat"])
+    assert events == []
+    events = feed(tracker, 7, ["cat"])
+    assert [(e.kind, e.detection.label) for e in events] == [("end", "dog")]
+
+
+def test_hold_keeps_a_short_sound_on() -> None:
+    tracker = EventTracker(cooldown_seconds=1.0, hold_seconds=10.0)
+    feed(tracker, 5, ["dog"])
+    ends = [t for t in range(6, 20) if feed(tracker, t, [])]
+    assert ends == [15]
+
+
+def test_zero_cooldown_ends_on_first_quiet_window() -> None:
+    tracker = EventTracker(cooldown_seconds=0.0, hold_seconds=0.0)
+    feed(tracker, 5, ["dog"])
+    assert [e.kind for e in feed(tracker, 6, [])] == ["end"]
+
+
+def test_close_all_ends_open_events() -> None:
+    tracker = EventTracker(cooldown_seconds=60.0, hold_seconds=0.0)
+    feed(tracker, 5, ["dog", "cat"])
+    assert len(tracker.active) == 2
+    events = tracker.close_all(T0 + timedelta(seconds=6))
+    assert sorted((e.kind, e.detection.label) for e in events) == [("end", "cat"), ("end", "dog")]
+    assert tracker.active == []

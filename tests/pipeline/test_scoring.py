@@ -1,0 +1,152 @@
+"""Scoring modes on the tiny checkpoint: softmax, background prompts, absolute, ensembles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from monitor.config import LabelSetConfig, ModelConfig
+from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.pipeline.scoring import LabelSetScorer, build_scorers, ensemble_embeddings, softmax
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_clap_dir: Path) -> ClapRunner:
+    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
+
+
+@pytest.fixture(scope="module")
+def audio(runner: ClapRunner) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    t = np.arange(48000 * 3) / 48000
+    windows = [
+        (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (220.0, 1000.0, 4000.0)
+    ]
+    windows.append((0.1 * rng.standard_normal(48000 * 2)).astype(np.float32))
+    return runner.embed_audio(windows)
+
+
+def scorer(runner: ClapRunner, **fields: Any) -> LabelSetScorer:
+    return LabelSetScorer.build(
+        LabelSetConfig(name="s", **fields), runner.embed_text, runner.logit_scale
+    )
+
+
+def test_softmax_without_background_sums_to_one(runner: ClapRunner, audio: np.ndarray) -> None:
+    scores = scorer(runner, labels=["dog", "cat", "bird"]).score(audio)
+    assert scores.shape == (4, 3)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_background_takes_part_in_softmax_but_is_not_a_label(
+    runner: ClapRunner, audio: np.ndarray
+) -> None:
+    plain = scorer(runner, labels=["dog", "cat"])
+    with_bg = scorer(runner, labels=["dog", "cat"], background=["silence", "traffic"])
+    assert with_bg.labels == ("dog", "cat")
+    scores = with_bg.score(audio)
+    assert scores.shape == (4, 2)
+    assert (scores.sum(axis=1) < 1.0 - 1e-6).all()  # the background took its share
+    # Same as a plain softmax over all four, keeping the labels' columns.
+    everything = scorer(runner, labels=["dog", "cat", "silence", "traffic"]).score(audio)
+    np.testing.assert_allclose(scores, everything[:, :2], atol=1e-6)
+    # The ranking among labels is the same with or without background.
+    assert (scores.argmax(axis=1) == plain.score(audio).argmax(axis=1)).all()
+
+
+@pytest.mark.parametrize("background", [[], ["silence", "people talking"]])
+def test_absolute_mode_is_independent_of_the_other_labels(
+    runner: ClapRunner, audio: np.ndarray, background: list[str]
+) -> None:
+    small = scorer(runner, mode="absolute", labels=["dog"], background=background)
+    large = scorer(
+        runner,
+        mode="absolute",
+        labels=["cat", "dog", "glass breaking", "siren"],
+        background=background,
+    )
+    np.testing.assert_allclose(small.score(audio)[:, 0], large.score(audio)[:, 1], atol=1e-6)
+    # ...whereas a softmax score does change when labels are added.
+    soft_small = scorer(runner, labels=["dog", "cat"], background=background).score(audio)
+    soft_large = scorer(
+        runner, labels=["cat", "dog", "glass breaking", "siren"], background=background
+    ).score(audio)
+    assert np.abs(soft_small[:, 0] - soft_large[:, 1]).max() > 1e-3
+
+
+def test_absolute_scores_are_what_the_docs_say(runner: ClapRunner, audio: np.ndarray) -> None:
+    text = runner.embed_text(["This is a sound of dog.", "This is a sound of silence."])
+    cos = audio @ text.T
+    plain = scorer(runner, mode="absolute", labels=["dog"]).score(audio)[:, 0]
+    np.testing.assert_allclose(plain, np.clip(cos[:, 0], 0, 1), atol=1e-6)
+    margin = scorer(runner, mode="absolute", labels=["dog"], background=["silence"])
+    two_way = softmax(runner.logit_scale * cos)[:, 0]  # the label vs the background
+    np.testing.assert_allclose(margin.score(audio)[:, 0], two_way, atol=1e-6)
+    # A label identical to the background sits exactly at 0.5.
+    same = LabelSetScorer("s", ("x",), (0.5,), "absolute", text[:1], text[:1], runner.logit_scale)
+    np.testing.assert_allclose(same.score(audio)[:, 0], 0.5, atol=1e-6)
+
+
+def test_prompt_ensemble_averages_and_renormalises(runner: ClapRunner) -> None:
+    templates = ["This is a sound of {}.", "A recording of {}.", "{} can be heard."]
+    prompts = [t.format("dog") for t in templates]
+    single = ensemble_embeddings(runner.embed_text, [prompts[:1]])
+    np.testing.assert_allclose(single[0], runner.embed_text(prompts[:1])[0], atol=1e-7)
+    ensemble = ensemble_embeddings(runner.embed_text, [prompts, ["cat"]])
+    expected = runner.embed_text(prompts).mean(axis=0)
+    np.testing.assert_allclose(ensemble[0], expected / np.linalg.norm(expected), atol=1e-6)
+    assert np.linalg.norm(ensemble[0]) == pytest.approx(1.0, abs=1e-6)
+    # Through the config: a list of templates is an ensemble per label.
+    built = scorer(runner, prompt_template=templates, labels=["dog", "cat"])
+    np.testing.assert_allclose(built.text_embeddings[0], ensemble[0], atol=1e-6)
+
+
+def test_label_own_prompts_override_the_template(runner: ClapRunner) -> None:
+    built = scorer(runner, labels=[{"name": "dog", "prompt": ["woof", "a barking dog"]}, "cat"])
+    expected = ensemble_embeddings(runner.embed_text, [["woof", "a barking dog"]])
+    np.testing.assert_allclose(built.text_embeddings[0], expected[0], atol=1e-6)
+
+
+def test_build_scorers_embeds_every_prompt_of_every_set_in_one_call(runner: ClapRunner) -> None:
+    calls: list[list[str]] = []
+
+    def counting(prompts: Any) -> np.ndarray:
+        calls.append(list(prompts))
+        return runner.embed_text(prompts)
+
+    sets = [
+        LabelSetConfig(name="a", labels=["dog", "cat"], background=["silence"]),
+        LabelSetConfig(name="b", prompt_template=["{}", "a {}"], labels=["x", "y"]),
+        LabelSetConfig(name="c", labels=["cat", "bird"]),  # "cat" again: embedded once
+    ]
+    scorers = build_scorers(sets, counting, runner.logit_scale)
+    assert [s.name for s in scorers] == ["a", "b", "c"]
+    # One call (one helper process for the daemon's backends, on a cold cache), no repeats.
+    assert calls == [
+        [
+            "This is a sound of dog.",
+            "This is a sound of cat.",
+            "This is a sound of silence.",
+            "x",
+            "a x",
+            "y",
+            "a y",
+            "This is a sound of bird.",
+        ]
+    ]
+    # Each set's embeddings are what it gets when built alone.
+    for label_set, built in zip(sets, scorers, strict=True):
+        alone = LabelSetScorer.build(label_set, runner.embed_text, runner.logit_scale)
+        np.testing.assert_array_equal(built.text_embeddings, alone.text_embeddings)
+        np.testing.assert_array_equal(built.background_embeddings, alone.background_embeddings)
+
+
+def test_with_mode_reuses_embeddings(runner: ClapRunner, audio: np.ndarray) -> None:
+    soft = scorer(runner, labels=["dog", "cat"], background=["silence"])
+    absolute = soft.with_mode("absolute")
+    assert absolute.text_embeddings is soft.text_embeddings
+    direct = scorer(runner, mode="absolute", labels=["dog", "cat"], background=["silence"])
+    np.testing.assert_allclose(absolute.score(audio), direct.score(audio), atol=1e-7)

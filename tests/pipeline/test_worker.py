@@ -1,0 +1,204 @@
+"""The scoring worker: bad audio never reaches the model or a payload; events still end."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.audio.ringbuffer import RingBuffer
+from monitor.audio.windowing import Windower
+from monitor.config import LabelSetConfig, ModelConfig
+from monitor.frames import Event, Window
+from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.outputs.mqtt.payloads import Topics, event_messages
+from monitor.pipeline.events import EventTracker
+from monitor.pipeline.scoring import build_scorers
+from monitor.pipeline.worker import ScoringWorker
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+N = 48000
+
+
+class CountingRunner:
+    def __init__(self, runner: ClapRunner) -> None:
+        self.runner = runner
+        self.model_id = runner.model_id
+        self.seen: list[np.ndarray] = []
+        self.positions: list[int | None] = []
+
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
+        self.seen += [np.array(w) for w in windows]
+        self.positions += list(positions) if positions is not None else [None] * len(windows)
+        return self.runner.embed_audio(windows, positions)
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_clap_dir: Path) -> ClapRunner:
+    return load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=1))
+
+
+def make_worker(runner: ClapRunner) -> tuple[ScoringWorker, CountingRunner, list[Event]]:
+    sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    events: list[Event] = []
+    counting = CountingRunner(runner)
+    windower = Windower(RingBuffer(N * 2, 1, N), "src", 1.0, 1.0)
+    worker = ScoringWorker(
+        windower,
+        counting,
+        build_scorers(sets, runner.embed_text, runner.logit_scale),
+        EventTracker(cooldown_seconds=2.0, hold_seconds=0.0),
+        events.append,
+        lambda: False,
+    )
+    return worker, counting, events
+
+
+def window(samples: np.ndarray, second: int) -> Window:
+    return Window(
+        "src",
+        samples.astype(np.float32),
+        N,
+        (second - 1) * N,
+        second * N,
+        T0 + timedelta(seconds=second - 1),
+        T0 + timedelta(seconds=second),
+        model_start_index=(second - 1) * N,
+    )
+
+
+def tone(amplitude: float = 0.3, offset: float = 0.0) -> np.ndarray:
+    t = np.arange(N) / N
+    return (amplitude * np.sin(2 * np.pi * 440 * t) + offset).astype(np.float32)
+
+
+def test_bad_audio_is_counted_and_never_reaches_the_model(runner: ClapRunner) -> None:
+    worker, counting, events = make_worker(runner)
+    nan = tone()
+    nan[100] = np.nan
+    inf = tone()
+    inf[5] = np.inf
+    worker.process(window(tone(), 1))  # starts the always-firing label's event
+    worker.process(window(nan, 2))
+    worker.process(window(inf, 3))
+    worker.process(window(np.zeros(N, np.float32), 4))
+    stats = worker.stats()
+    assert stats.windows_skipped_nonfinite == 2
+    assert stats.windows_skipped_silent == 1
+    assert stats.windows_scored == 1
+    assert len(counting.seen) == 1 and np.isfinite(counting.seen[0]).all()
+    # Skipped windows still move time on: the event ended after its cooldown.
+    assert [e.kind for e in events if e.detection.label == "a"] == ["start", "end"]
+    for event in events:
+        for msg in event_messages(event, Topics("p", "d"), 1):
+            if msg.topic.endswith("detection"):
+                body = json.loads(msg.payload)  # strict JSON: NaN/Infinity would not parse back
+                assert all(math.isfinite(v) for v in body["scores"].values())
+
+
+def test_clipping_and_dc_are_counted_and_still_scored(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    clipped = np.clip(tone(amplitude=3.0), -1.0, 1.0)
+    worker.process(window(clipped, 1))
+    worker.process(window(tone(offset=0.4), 2))
+    stats = worker.stats()
+    assert stats.windows_clipped == 1
+    assert stats.windows_dc_offset == 1
+    assert stats.windows_scored == 2
+    # The DC offset was removed before the model saw the window.
+    assert abs(float(counting.seen[1].mean())) < 1e-3
+    np.testing.assert_allclose(counting.seen[1], tone(), atol=1e-5)
+    # Those are no longer the stream's samples: no position, so no frame is shared with
+    # (or kept for) other windows. The clipped window's samples are the stream's own.
+    assert counting.positions == [0, None]
+
+
+def test_positions_skip_the_windows_that_never_reach_the_model(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    worker.min_dbfs = -50.0
+    windows = [
+        window(tone(), 1),
+        window(np.zeros(N), 2),  # digital silence: skipped
+        window(tone(amplitude=0.001), 3),  # below the energy gate: skipped
+        window(tone(offset=0.4), 4),  # DC removed: embedded without a position
+        window(tone(), 5),
+    ]
+    worker.process_batch(windows)
+    assert counting.positions == [0, None, 4 * N]
+
+
+class BatchRecorder(CountingRunner):
+    def __init__(self, runner: ClapRunner) -> None:
+        super().__init__(runner)
+        self.batches: list[int] = []
+
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray:
+        self.batches.append(len(windows))
+        return super().embed_audio(windows, positions)
+
+
+def drain(runner: ClapRunner, max_batch: int) -> tuple[BatchRecorder, list[Event]]:
+    """Run a worker thread over 6 s of waiting audio (a catching-up, lossless source)."""
+    ring = RingBuffer(N * 10, 1, N)
+    rng = np.random.default_rng(3)
+    ring.write((0.2 * rng.standard_normal((N * 6, 1))).astype(np.float32), wall_time_end=1e9)
+    recorder = BatchRecorder(runner)
+    events: list[Event] = []
+    sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    worker = ScoringWorker(
+        Windower(ring, "src", 1.0, 1.0, catch_up=True),
+        recorder,
+        build_scorers(sets, runner.embed_text, runner.logit_scale),
+        EventTracker(cooldown_seconds=0.0, hold_seconds=0.0),
+        events.append,
+        lambda: True,
+        max_batch=max_batch,
+    )
+    worker.start()
+    assert worker.drained.wait(30)
+    worker.join(5)
+    return recorder, events
+
+
+def test_waiting_windows_share_one_forward_pass(runner: ClapRunner) -> None:
+    batched, batched_events = drain(runner, max_batch=4)
+    single, single_events = drain(runner, max_batch=1)
+    assert batched.batches == [4, 2]
+    assert single.batches == [1] * 6
+    # Same windows, same scores, same events whether batched or not.
+    assert len(batched.seen) == len(single.seen) == 6
+    # Each window's place in the stream goes with it, batched or not.
+    assert batched.positions == single.positions == [k * N for k in range(6)]
+    for a, b in zip(batched_events, single_events, strict=True):
+        assert (a.kind, a.detection.label) == (b.kind, b.detection.label)
+        for label, score in a.detection.scores.items():
+            assert score == pytest.approx(b.detection.scores[label], abs=1e-5)
+
+
+def test_energy_gate_skips_quiet_windows(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    worker.min_dbfs = -50.0
+    quiet = tone(amplitude=0.001)  # about -63 dBFS
+    loud = tone(amplitude=0.3)  # about -13 dBFS
+    worker.process_batch([window(quiet, 1), window(loud, 2), window(quiet, 3)])
+    stats = worker.stats()
+    assert stats.windows_skipped_quiet == 2
+    assert stats.windows_scored == 1
+    assert len(counting.seen) == 1
+
+
+def test_rms_dbfs() -> None:
+    from monitor.pipeline.worker import rms_dbfs
+
+    assert rms_dbfs(np.ones(100, np.float32)) == pytest.approx(0.0)
+    assert rms_dbfs(tone(amplitude=1.0)) == pytest.approx(-3.01, abs=0.01)
+    assert rms_dbfs(np.zeros(10, np.float32)) == -math.inf
