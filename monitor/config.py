@@ -158,6 +158,16 @@ class MicrophoneSourceConfig(_SourceCommon):
         description="Audio delivered per callback; smaller = lower latency, more wake-ups.",
     )
 
+    @property
+    def live(self) -> bool:
+        """A device that should deliver audio all the time: silence from it is a fault."""
+        return True
+
+    @property
+    def lossless(self) -> bool:
+        """Every window must be scored, even late: never, a live device drops the oldest."""
+        return False
+
 
 class FileSourceConfig(_SourceCommon):
     """An audio file (WAV/FLAC/OGG) replayed as if it were a live stream."""
@@ -173,6 +183,16 @@ class FileSourceConfig(_SourceCommon):
     block_seconds: float = Field(
         default=0.1, gt=0, le=1.0, description="Audio written to the ring buffer per step."
     )
+
+    @property
+    def live(self) -> bool:
+        """A file may pause or end: its silence is not a fault."""
+        return False
+
+    @property
+    def lossless(self) -> bool:
+        """Replayed as fast as it is consumed, so no window may be dropped to catch up."""
+        return not self.realtime
 
 
 SourceConfig = Annotated[MicrophoneSourceConfig | FileSourceConfig, Field(discriminator="type")]

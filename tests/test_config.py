@@ -206,3 +206,21 @@ def test_buffer_must_hold_a_window() -> None:
     )
     with pytest.raises(ConfigError, match="buffer_seconds"):
         parse_config(text, Path("c.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("source", "live", "lossless"),
+    [
+        ({"type": "microphone"}, True, False),
+        ({"type": "file", "path": "a.wav"}, False, False),
+        ({"type": "file", "path": "a.wav", "realtime": False}, False, True),
+    ],
+)
+def test_source_config_answers_live_and_lossless(
+    source: dict[str, object], live: bool, lossless: bool
+) -> None:
+    cfg = Config.model_validate(
+        {"source": source, "label_sets": [{"name": "s", "labels": ["x", "y"]}]}
+    )
+    assert cfg.source is not None
+    assert (cfg.source.live, cfg.source.lossless) == (live, lossless)

@@ -179,7 +179,7 @@ class Daemon:
             fmt.channels,
             fmt.sample_rate_hz,
         )
-        lossless = source_cfg.type == "file" and not source_cfg.realtime
+        lossless = source_cfg.lossless
         windower = Windower(
             self.ring,
             self.source.source_id,
@@ -220,7 +220,7 @@ class Daemon:
     @property
     def _live(self) -> bool:
         """A device that should deliver audio all the time (a file may pause or end)."""
-        return self.config.source is not None and self.config.source.type == "microphone"
+        return self.config.source is not None and self.config.source.live
 
     def _supervise(self) -> int:
         assert self.worker is not None and self.source is not None
