@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 import typing
@@ -70,11 +72,20 @@ def test_example_config_documents_every_option() -> None:
 def test_every_field_has_a_description() -> None:
     import monitor.config as mc
 
-    models = [
-        obj
-        for obj in vars(mc).values()
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == mc.__name__
+    # Every module of the package, so private bases (e.g. a source's common fields) count too.
+    modules = [
+        importlib.import_module(f"{mc.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(mc.__path__)
     ]
+    models = {
+        obj
+        for module in modules
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, BaseModel)
+        and obj.__module__ == module.__name__
+    }
+    assert {"Config", "ModelConfig", "MqttConfig", "_SourceCommon"} <= {m.__name__ for m in models}
     undocumented = [
         f"{m.__name__}.{name}"
         for m in models

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import sys
 from collections import deque
@@ -27,6 +26,7 @@ from monitor.offline.common import (
     model_from_args,
     progress,
 )
+from monitor.offline.jsondoc import as_json, json_text
 from monitor.pipeline.scoring import LabelSetScorer, build_scorers
 
 log = logging.getLogger(__name__)
@@ -381,29 +381,13 @@ def csv_rows(result: FileResult, top_k: int) -> list[list[Any]]:
 
 
 def json_file(result: FileResult, top_k: int) -> dict[str, Any]:
-    """The JSON object of one file."""
-    return {
-        "path": str(result.path),
-        "status": result.status,
-        "error": result.error,
-        "duration_seconds": result.duration_seconds,
-        "source_rate_hz": result.source_rate_hz,
-        "channels": result.channels,
-        "windows": [
-            {
-                "index": w.index,
-                "start_seconds": w.start_seconds,
-                "end_seconds": w.end_seconds,
-                "label_sets": w.scores,
-            }
-            for w in result.windows
-        ],
-        "clip": result.clip,
-        "top": {
-            name: [[label, score] for label, score in top_labels(scores, top_k)]
-            for name, scores in result.clip.items()
-        },
+    """The JSON object of one file: its fields (a window's scores as `label_sets`), then `top`."""
+    document = as_json(result, {"scores": "label_sets"})
+    document["top"] = {
+        name: [[label, score] for label, score in top_labels(scores, top_k)]
+        for name, scores in result.clip.items()
     }
+    return document
 
 
 def json_document(
@@ -433,7 +417,7 @@ def json_document(
         },
         "files": list(files),
     }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json_text(document)
 
 
 def _csv_text(rows: Iterable[Sequence[Any]]) -> str:

@@ -21,7 +21,21 @@ from monitor.audio.resample import MODEL_SAMPLE_RATE_HZ
 from monitor.cli import main
 from monitor.config import LabelSetConfig
 from monitor.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, SourceError
-from monitor.offline.evaluate import clip_from_hub_audio
+from monitor.offline.dataset import clip_from_hub_audio
+from monitor.offline.jsondoc import as_json, json_text
+from monitor.offline.report import markdown, summary_table, thresholds_yaml
+from monitor.offline.results import (
+    TIE_RULE,
+    ClipOutcome,
+    ConfusionMatrix,
+    DatasetSummary,
+    EvalReport,
+    FailedClip,
+    ModelSummary,
+    ModeReport,
+    SuggestedThreshold,
+    Timing,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RATE_HZ = 44_100
@@ -462,3 +476,70 @@ def test_hub_rows_decode_from_bytes_or_arrays() -> None:
         clip_from_hub_audio("bad.wav", {"bytes": b"garbage", "path": None})
     with pytest.raises(SourceError, match="holds no audio"):
         clip_from_hub_audio("empty.wav", {"bytes": None, "path": None})
+
+
+def _hand_made_report() -> EvalReport:
+    labels = ("door | bell", "dog")
+    point = SuggestedThreshold(0.61234, 0.6123, 1.0, 0.5, 1, 0, 2)
+    mode = ModeReport(
+        top1=0.5,
+        top5=1.0,
+        top5_k=2,
+        mAP=None,
+        per_class_accuracy={"door | bell": 0.5, "dog": None},
+        support={"door | bell": 2, "dog": 0},
+        confusion_matrix=ConfusionMatrix(labels, ((1, 1), (0, 0))),
+        average_precision={"door | bell": None, "dog": None},
+        thresholds={"door | bell": point, "dog": None},
+    )
+    return EvalReport(
+        dataset=DatasetSummary("d", "directory", "d", (1,), None, labels, (3, 7), 3, 2, 1),
+        failed_clips=(FailedClip("x.wav", "cannot decode"),),
+        model=ModelSummary("m", None),
+        templates=("This is a sound of {}.",),
+        background=(),
+        background_used_by=(),
+        aggregate="max",
+        window_seconds=10.0,
+        hop_seconds=10.0,
+        windows=2,
+        target_precision=0.9,
+        tie_rule=TIE_RULE,
+        modes={"absolute": mode},
+        clips=(ClipOutcome("a.wav", 1, "door | bell", {"absolute": "dog"}),),
+        timing=Timing("2026-01-01T00:00:00+00:00", 0.1, 0.2, 0.3),
+    )
+
+
+def test_report_renders_from_the_dataclasses_alone() -> None:
+    report = _hand_made_report()
+    document = json.loads(json_text(as_json(report)))
+    assert set(document) == REPORT_FIELDS
+    assert set(document["modes"]["absolute"]) == MODE_FIELDS
+    assert document["clips"] == [
+        {"filename": "a.wav", "fold": 1, "class": "door | bell", "predicted": {"absolute": "dog"}}
+    ]
+    assert document["dataset"]["folds"] == [1]
+    assert document["modes"]["absolute"]["confusion_matrix"]["counts"] == [[1, 1], [0, 0]]
+    assert document["modes"]["absolute"]["thresholds"]["dog"] is None
+    assert list(document["modes"]["absolute"]["thresholds"]["door | bell"]) == [
+        "threshold",
+        "config_threshold",
+        "precision",
+        "recall",
+        "true_positives",
+        "false_positives",
+        "positives",
+    ]
+    text = markdown(report)
+    assert "| door \\| bell | 0.6123 | 1.000 | 0.500 |" in text
+    assert "| dog | - | - | - |" in text
+    assert "- `x.wav`: cannot decode" in text
+    snippet = thresholds_yaml(report, "absolute")
+    assert "threshold: 1.0  # precision 0.9 no clip of this class" in snippet
+    label_set = LabelSetConfig.model_validate(yaml.safe_load(snippet)["label_sets"][0])
+    assert [(label.name, label.threshold) for label in label_set.labels] == [
+        ("door | bell", 0.6123),
+        ("dog", 1.0),
+    ]
+    assert summary_table(report).splitlines()[1].split() == ["absolute", "0.500", "1.000", "-"]

@@ -1,0 +1,71 @@
+"""`model:`: which CLAP checkpoint to load and how to run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from monitor.config.base import StrictModel
+
+
+class ModelConfig(StrictModel):
+    """Which CLAP checkpoint to load and how to run it."""
+
+    name: str = Field(
+        default="laion/clap-htsat-unfused",
+        min_length=1,
+        description="Hugging Face hub id or a local directory holding the checkpoint.",
+    )
+    revision: str | None = Field(
+        default=None, description="Hub revision (branch, tag or commit) to load; None = main."
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Intra-op threads for inference (torch or ONNX Runtime); 0 = the default.",
+    )
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        default="fp32",
+        description=(
+            "Audio tower weights: fp32 (reference scores), bf16 or int8 (dynamic quantisation "
+            "of Linear layers; faster, scores agree closely - see `audio-monitor bench`)."
+        ),
+    )
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description=(
+            "torch, or onnx: the audio tower exported once to ONNX Runtime (cached), so the "
+            "daemon runs without importing torch."
+        ),
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Cache of label embeddings and exported models; None = $CACHE_DIRECTORY or "
+            "$STATE_DIRECTORY/cache under systemd, else ~/.cache/audio-monitor."
+        ),
+    )
+    max_batch: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Windows scored in one forward pass when several are waiting.",
+    )
+    trace: bool = Field(
+        default=True,
+        description=(
+            "torch backend: run the audio tower as one TorchScript graph, traced once in a "
+            "helper process, checked against the eager model and cached, so the daemon loads "
+            "neither transformers nor a text tower (faster, and about 40 % less memory); "
+            "false runs transformers' model in this process."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _backend_supports_precision(self) -> ModelConfig:
+        if self.backend == "onnx" and self.precision == "bf16":
+            raise ValueError("precision bf16 is for the torch backend; onnx takes fp32 or int8")
+        return self
