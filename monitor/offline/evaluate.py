@@ -24,7 +24,7 @@ from monitor.audio.resample import MODEL_SAMPLE_RATE_HZ, resample_to
 from monitor.audio.windowing import to_mono
 from monitor.config import Config, LabelSetConfig, ScoringMode, looks_like_path, slugify
 from monitor.errors import EXIT_OK, ConfigError, SourceError, first_line
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner, load_clap
 from monitor.offline.common import (
     adhoc_label_set,
     config_from_args,
