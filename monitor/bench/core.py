@@ -762,7 +762,7 @@ class _MonitorPath:
         return self.run.name
 
     def load(self, threads: int, batch: int) -> None:
-        from monitor.model.torch_backend import load_clap
+        from monitor.model.runner import load_clap
 
         run = self.run
         cfg = model_config(self.checkpoint, run.backend, run.precision, threads, batch)
@@ -881,7 +881,7 @@ def _run_child_reference(spec: dict[str, Any], windows: np.ndarray) -> dict[str,
 
 
 def _run_child_monitor(spec: dict[str, Any], windows: np.ndarray) -> dict[str, Any]:
-    from monitor.model.torch_backend import load_clap
+    from monitor.model.runner import load_clap
 
     cfg = ModelConfig.model_validate(spec["model_config"])
     started = time.monotonic()

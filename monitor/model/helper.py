@@ -22,16 +22,10 @@ import numpy as np
 
 from monitor.config import ModelConfig
 from monitor.errors import ModelError
-from monitor.model.embedcache import (
-    CheckpointIdentity,
-    EmbeddingCache,
-    checkpoint_identity,
-    locate_checkpoint,
-)
 
 logger = logging.getLogger(__name__)
 
-# A first export of the full-size tower takes about a minute on a desktop CPU; give a slow
+# A first export of the full-size tower is slow even on a desktop CPU; give a slow
 # single-board computer plenty more before calling it hung.
 HELPER_TIMEOUT_SECONDS = 3600.0
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -120,41 +114,3 @@ class HelperTextEncoder:
             time.monotonic() - started,
         )
         return np.asarray(embeddings, dtype=np.float32)
-
-
-def identity_of(cfg: ModelConfig) -> CheckpointIdentity | None:
-    """The checkpoint's cache identity, if its files are on this machine (no network)."""
-    directory = locate_checkpoint(cfg.name, cfg.revision)
-    return None if directory is None else checkpoint_identity(cfg.name, cfg.revision, directory)
-
-
-def read_metadata(path: Path, fmt: int, *required: str) -> dict[str, Any] | None:
-    """An artefact's metadata JSON if it is readable, of format `fmt` and has `required`."""
-    try:
-        metadata: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(metadata, dict) or metadata.get("format") != fmt:
-        return None
-    if not all(key in metadata for key in required):
-        return None
-    return metadata
-
-
-def cached_artefact(
-    identity: CheckpointIdentity | None,
-    cache: EmbeddingCache,
-    names: tuple[str, str],
-    fmt: int,
-    *required: str,
-) -> tuple[Path, dict[str, Any]] | None:
-    """(model file, metadata) of a finished artefact of the checkpoint `identity` (None: not
-    on this machine yet), if any."""
-    directory = None if identity is None else cache.artefact_dir(identity)
-    if directory is None:
-        return None
-    model_name, meta_name = names
-    metadata = read_metadata(directory / meta_name, fmt, *required)
-    if metadata is None or not (directory / model_name).is_file():
-        return None
-    return directory / model_name, metadata

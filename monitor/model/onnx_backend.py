@@ -20,22 +20,20 @@ import numpy as np
 
 from monitor.config import ModelConfig
 from monitor.errors import ConfigError, ModelError
+from monitor.model.artefacts import (
+    ONNX_FORMAT,
+    ONNX_KEYS,
+    ONNX_PRECISIONS,
+    cached_artefact,
+    onnx_file_names,
+    read_metadata,
+)
+from monitor.model.batching import embed_in_batches
+from monitor.model.checkpoint import identity_of, resolve_source
 from monitor.model.embedcache import CachedTextEmbedder, CheckpointIdentity, EmbeddingCache
 from monitor.model.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
-from monitor.model.helper import (
-    HelperTextEncoder,
-    cached_artefact,
-    identity_of,
-    read_metadata,
-    run_torch_helper,
-)
+from monitor.model.helper import HelperTextEncoder, run_torch_helper
 from monitor.model.runtime import prepare_for_inference
-from monitor.model.torch_backend import (
-    ONNX_FORMAT,
-    ONNX_PRECISIONS,
-    onnx_file_names,
-    resolve_source,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -100,23 +98,13 @@ class OnnxClapRunner:
 
         Each window must hold 1..max_samples samples; positions as in ClapRunner.
         """
-        if len(windows) == 0:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        if positions is not None and len(positions) != len(windows):
-            raise ValueError(f"{len(positions)} positions for {len(windows)} windows")
-        step = self.max_batch
-        parts = [
-            self.embed_audio_features(
-                self.audio_features(
-                    windows[i : i + step], None if positions is None else positions[i : i + step]
-                )
-            )
-            for i in range(0, len(windows), step)
-        ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-METADATA_KEYS = ("format", "precision", "features", "logit_scale", "embedding_dim")
+        return embed_in_batches(
+            lambda batch, at: self.embed_audio_features(self.audio_features(batch, at)),
+            windows,
+            self.max_batch,
+            positions=positions,
+            dim=self.embedding_dim,
+        )
 
 
 def cached_export(
@@ -124,7 +112,7 @@ def cached_export(
 ) -> tuple[Path, dict[str, Any]] | None:
     """(model file, metadata) of a finished export of this checkpoint and precision, if any."""
     names = onnx_file_names(precision)
-    return cached_artefact(identity, cache, names, ONNX_FORMAT, *METADATA_KEYS)
+    return cached_artefact(identity, cache, names, ONNX_FORMAT, *ONNX_KEYS)
 
 
 def _session(path: Path, cfg: ModelConfig) -> Any:
@@ -136,17 +124,17 @@ def _session(path: Path, cfg: ModelConfig) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: warnings about folded initialisers are noise
-    # Spinning workers wait out the idle time between windows on the CPU: measured here, ~35 ms
-    # of CPU per window saved for ~10 % more latency - the better trade for an always-on
-    # service on a small, shared CPU.
+    # Spinning workers wait out the idle time between windows on the CPU: not spinning saves
+    # CPU per window for a little more latency - the better trade for an always-on service on
+    # a small, shared CPU.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # One window shape, run forever: the arena and memory patterns only hold memory for
-    # shapes that never come (measured: 239 -> 223 MB steady RSS, same speed).
+    # shapes that never come, for no speed.
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
     # Shifted-window attention masks with -100: softmax leaves ~1e-44 (denormal floats) in the
     # probabilities, and every multiplication by one takes a slow microcode path. Flushing
-    # them to zero (a change below 1e-37) measured 127 -> 85 ms (int8), 158 -> 114 ms (fp32).
+    # them to zero (a change below 1e-37) avoids it.
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -174,7 +162,7 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
             f"model.precision: {cfg.precision} is not available with model.backend onnx "
             f"(use {' or '.join(ONNX_PRECISIONS)})"
         )
-    resolve_source(cfg)  # a wrong path fails at once, with the torch backend's message
+    resolve_source(cfg)  # a wrong path fails at once, with the torch backend's own message
     try:
         import onnxruntime
     except ImportError as err:
@@ -200,7 +188,7 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
             # Without a cache the export goes to a temporary directory, is loaded, and goes.
             exported = _export(cfg, None if cache.enabled else Path(name))
             identity = identity or identity_of(cfg)  # the helper downloaded the checkpoint
-            loaded = read_metadata(exported.with_suffix(".json"), ONNX_FORMAT, *METADATA_KEYS)
+            loaded = read_metadata(exported.with_suffix(".json"), ONNX_FORMAT, *ONNX_KEYS)
             if loaded is None:
                 raise ModelError(
                     f"cannot load CLAP model {cfg.name!r}: the ONNX export {exported} has no "

@@ -70,9 +70,9 @@ def keep_freed_memory() -> bool:
 
     Every window allocates the same large temporaries (spectra, activations of a few MB). By
     default glibc maps each one freshly and unmaps it when freed, so every window pays for
-    hundreds of thousands of page faults: measured here, features 6 ms instead of 10 and the
-    fp32 audio tower 85 ms instead of 100, three times fewer minor faults, peak RSS the same
-    within 2 MB. Setting the thresholds also stops glibc's own adjustment of them. Returns
+    hundreds of thousands of page faults, which slow both the features and the audio tower;
+    kept, the blocks leave peak RSS unchanged. Setting the thresholds also stops glibc's own
+    adjustment of them. Returns
     False where there is no glibc (musl, macOS): nothing changes there.
     """
     name = ctypes.util.find_library("c")

@@ -18,7 +18,7 @@ import numpy as np
 from monitor.audio.decode import MAX_WINDOW_SECONDS, clip_windows, find_audio_files, load_clip
 from monitor.config import Config, LabelSetConfig
 from monitor.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SourceError
-from monitor.model.torch_backend import load_clap
+from monitor.model.runner import load_clap
 from monitor.offline.common import (
     adhoc_label_set,
     config_from_args,

@@ -20,6 +20,7 @@ from monitor.config import (
     load_config,
 )
 from monitor.errors import ConfigError
+from monitor.model import batching
 
 
 def config_from_args(args: argparse.Namespace) -> Config | None:
@@ -93,15 +94,9 @@ def embed_in_batches(
     """(len(windows), dim) embeddings, `batch_size` windows per forward pass."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size: must be at least 1 (got {batch_size})")
-    parts = []
-    for start in range(0, len(windows), batch_size):
-        batch = windows[start : start + batch_size]
-        parts.append(embed_audio(batch))
-        if on_batch is not None:
-            on_batch(len(batch))
-    if not parts:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(parts, axis=0)
+    return batching.embed_in_batches(
+        lambda batch, _positions: embed_audio(batch), windows, batch_size, on_batch=on_batch
+    )
 
 
 def output_dir(path: Path) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 from monitor.audio.decode import MAX_WINDOW_SECONDS, clip_windows
 from monitor.config import Config, LabelSetConfig, ScoringMode, slugify
 from monitor.errors import EXIT_OK, ConfigError, SourceError
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner, load_clap
 from monitor.offline.common import (
     adhoc_label_set,
     config_from_args,

@@ -27,7 +27,7 @@ DC_LEVEL = 0.05  # |mean| above this is a broken input stage, not sound
 
 
 class AudioEmbedder(Protocol):
-    """What the worker needs of the model (monitor.model.torch_backend.ClapRunner provides it)."""
+    """What the worker needs of the model (monitor.model.runner.ClapRunner provides it)."""
 
     model_id: str
 

@@ -38,7 +38,7 @@ from monitor.service.health import (
 from monitor.service.notify import SystemdNotifier
 
 if TYPE_CHECKING:
-    from monitor.model.torch_backend import ClapRunner
+    from monitor.model.runner import ClapRunner
     from monitor.outputs.mqtt.publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class Daemon:
             self.publisher = MqttPublisher(cfg.mqtt, self.topics.status)
         self.notifier.status("loading model")
         if self.model_loader is None:
-            from monitor.model.torch_backend import load_clap
+            from monitor.model.runner import load_clap
 
             self.model_loader = load_clap
         runner = self.model_loader(cfg.model)

@@ -13,11 +13,13 @@ pytest.importorskip("onnxruntime")
 
 from monitor.config import LabelSetConfig, ModelConfig, parse_config
 from monitor.errors import ConfigError, ModelError
+from monitor.model.artefacts import onnx_file_names
+from monitor.model.checkpoint import identity_of
 from monitor.model.embedcache import EmbeddingCache
 from monitor.model.features import StreamingMel
-from monitor.model.helper import identity_of
 from monitor.model.onnx_backend import OnnxClapRunner, cached_export, load_onnx_runner
-from monitor.model.torch_backend import export_onnx, load_clap, onnx_file_names
+from monitor.model.runner import load_clap
+from monitor.model.trace import export_onnx
 from monitor.pipeline.scoring import LabelSetScorer
 from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, PROJECTION_DIM

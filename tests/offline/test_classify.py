@@ -21,7 +21,7 @@ import yaml
 from monitor.cli import main
 from monitor.config import ModelConfig, load_config
 from monitor.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner, load_clap
 from monitor.offline.classify import (
     CSV_COLUMNS,
     SILENCE_MESSAGE,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from monitor.config import LabelSetConfig, ModelConfig
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner, load_clap
 from monitor.pipeline.scoring import LabelSetScorer, build_scorers, ensemble_embeddings, softmax
 
 

@@ -15,7 +15,7 @@ from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower
 from monitor.config import LabelSetConfig, ModelConfig
 from monitor.frames import Event, Window
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner, load_clap
 from monitor.outputs.mqtt.payloads import Topics, event_messages
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import build_scorers

@@ -22,7 +22,7 @@ from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.source import Source, SourceStats, StreamFormat
 from monitor.config import Config, ModelConfig
 from monitor.errors import EXIT_UNAVAILABLE, SourceError
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner, load_clap
 from monitor.service.daemon import Daemon
 from monitor.service.notify import SystemdNotifier
 from tests.service.test_daemon import monitor_command

@@ -18,7 +18,7 @@ import json, logging, sys
 import numpy as np
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 from monitor.config import ModelConfig
-from monitor.model.torch_backend import load_clap
+from monitor.model.runner import load_clap
 
 name, cache_dir, prompts, backend, precision, seed = sys.argv[1:7]
 cfg = ModelConfig(name=name, cache_dir=cache_dir, backend=backend, precision=precision)

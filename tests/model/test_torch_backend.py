@@ -1,13 +1,10 @@
-"""The CLAP boundary against a real (tiny) checkpoint and the transformers zero-shot pipeline."""
+"""The torch backend against a real (tiny) checkpoint and the transformers zero-shot pipeline."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,23 +13,16 @@ import numpy as np
 import pytest
 
 from monitor.config import LabelSetConfig, ModelConfig
+from monitor.model.artefacts import graph_file_names
 from monitor.model.features import StreamingMel
-from monitor.model.torch_backend import (
-    ClapRunner,
-    TorchClapRunner,
-    Untraceable,
-    build_graph,
-    graph_file_names,
-    load_clap,
-    read_logit_scale,
-)
+from monitor.model.runner import ClapRunner, load_clap
+from monitor.model.torch_backend import TorchClapRunner
 from monitor.pipeline.scoring import LabelSetScorer
 from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
 from tests.support.warm_start import run_warm_process, warm_window
 
 RATE_HZ = 48000
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _noise(seconds: float, seed: int, amplitude: float = 0.1) -> np.ndarray:
@@ -58,6 +48,8 @@ WINDOWS = {
     "tone_300hz_3.3s": _tone(3.3, 300.0),  # not a divisor of 10 s: repeat plus zero padding
     "chirp_10s": _chirp(10.0),  # exactly the model's maximum, no padding, no crop
 }
+
+
 LABEL_LISTS = {
     "two": ["dog barking", "glass breaking"],
     "five": ["dog barking", "cat meowing", "smoke alarm", "baby crying", "knock on the door"],
@@ -252,102 +244,6 @@ def test_torch_threads_is_applied(tiny_clap_dir: Path) -> None:
         torch.set_num_threads(before)
 
 
-# huggingface_hub reads HF_HUB_OFFLINE and HF_HOME when it is imported, which has already
-# happened in this process, so the missing-weights cases run in a fresh interpreter.
-_MISSING_WEIGHTS_SCRIPT = """
-import json, sys
-from monitor.config import ModelConfig
-from monitor.errors import ModelError
-from monitor.model.torch_backend import load_clap
-
-results = {}
-for case, name in json.loads(sys.argv[1]).items():
-    try:
-        load_clap(ModelConfig(name=name))
-        results[case] = {"error": None}
-    except ModelError as err:
-        results[case] = {"error": type(err).__name__, "message": str(err)}
-print(json.dumps(results))
-"""
-
-
-@pytest.fixture(scope="module")
-def missing_weights(tiny_clap_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("missing-weights")
-    hf_home = root / "hf-home"
-    hf_home.mkdir()
-    config_only = root / "config-only"
-    config_only.mkdir()
-    shutil.copy(tiny_clap_dir / "config.json", config_only)
-    weights_only = root / "weights-only"
-    weights_only.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(tiny_clap_dir / name, weights_only)
-    cases = {
-        "hub": "laion/clap-htsat-unfused",
-        "missing_dir": str(root / "no-such-dir"),
-        "config_only": str(config_only),
-        "weights_only": str(weights_only),
-    }
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))
-    }
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(hf_home), PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-c", _MISSING_WEIGHTS_SCRIPT, json.dumps(cases)],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Retry" not in proc.stderr  # offline means no network attempts at all
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _assert_one_line_model_error(result: dict[str, Any], name: str) -> str:
-    assert result["error"] == "ModelError"
-    message: str = result["message"]
-    assert "\n" not in message
-    assert message.startswith(f"cannot load CLAP model {name!r}:")
-    return message
-
-
-def test_uncached_hub_id_offline_says_how_to_provide_weights(missing_weights: Any) -> None:
-    message = _assert_one_line_model_error(missing_weights["hub"], "laion/clap-htsat-unfused")
-    assert "not available offline" in message
-    assert "hf download laion/clap-htsat-unfused" in message
-    assert "local directory" in message
-    assert "HF_HUB_OFFLINE" in message
-
-
-def test_missing_local_directory(missing_weights: Any) -> None:
-    result = missing_weights["missing_dir"]
-    assert result["error"] == "ModelError"
-    assert "\n" not in result["message"]
-    assert "no such directory" in result["message"]
-    assert "--local-dir" in result["message"]
-
-
-def test_directory_without_weights(missing_weights: Any) -> None:
-    result = missing_weights["config_only"]
-    assert result["error"] == "ModelError"
-    assert "\n" not in result["message"]
-    assert "incomplete" in result["message"]
-    assert "model.safetensors" in result["message"]
-
-
-def test_directory_without_processor_files(missing_weights: Any) -> None:
-    result = missing_weights["weights_only"]
-    assert result["error"] == "ModelError"
-    assert "\n" not in result["message"]
-    assert "incomplete" in result["message"]
-
-
 # --- The fast path: audio tower only, cached label embeddings, precisions --------------------
 
 
@@ -387,13 +283,6 @@ def test_a_warm_daemon_process_never_imports_transformers(
     np.testing.assert_allclose(result["text"], expected_text, atol=1e-7)
     expected_audio = first.embed_audio([warm_window(5)])
     np.testing.assert_allclose(result["audio"], expected_audio, atol=1e-6)
-
-
-def test_logit_scale_is_read_from_the_weights_file(tiny_clap_dir: Path) -> None:
-    from transformers import ClapModel
-
-    full: Any = ClapModel.from_pretrained(str(tiny_clap_dir))
-    assert read_logit_scale(tiny_clap_dir) == float(full.logit_scale_a.detach().exp())
 
 
 def test_embeddings_equal_the_reference_feature_extractor(
@@ -523,59 +412,6 @@ def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: 
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_fused_window_attention_equals_the_eager_one(tiny_clap_dir: Path, batch: int) -> None:
-    import torch
-    from transformers import ClapAudioModelWithProjection
-
-    from monitor.model.torch_backend import _fuse_window_attention
-
-    eager: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
-    fused: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
-    blocks = sum(eager.config.depths)
-    assert blocks >= 4  # shifted windows (every second block) are exercised
-    assert _fuse_window_attention(fused) == blocks
-    torch.manual_seed(1)
-    features = torch.randn(batch, 1, 1001, 64) * 20.0 - 40.0
-    with torch.inference_mode():
-        expected = eager(input_features=features).audio_embeds
-        got = fused(input_features=features).audio_embeds
-        # A window's result must not depend on the others in its batch.
-        alone = fused(input_features=features[-1:]).audio_embeds
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(alone[0], got[-1], atol=1e-5, rtol=1e-5)
-    # The second and third passes reused the shifted layers' combined masks.
-    assert sum(getattr(m, "fused_mask", None) is not None for m in fused.modules()) == blocks // 2
-    # The comparison has teeth: misplaced position biases move the embedding far beyond 1e-5.
-    for module in fused.modules():
-        if hasattr(module, "fused_position_bias"):
-            module.fused_position_bias = module.fused_position_bias.flip(-1)
-    with torch.inference_mode():
-        broken = fused(input_features=features).audio_embeds
-    assert (broken - expected).abs().max() > 1e-3
-
-
-def test_export_stretch_as_matmul_equals_the_bicubic_resize(tiny_clap_dir: Path) -> None:
-    import torch
-    from transformers import ClapAudioModelWithProjection
-
-    from monitor.model.torch_backend import _interpolation_as_matmul
-
-    resized: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
-    multiplied: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
-    _interpolation_as_matmul(multiplied, 1001)
-    torch.manual_seed(2)
-    features = torch.randn(2, 1, 1001, 64) * 20.0 - 40.0
-    encoder = multiplied.audio_model.audio_encoder
-    with torch.inference_mode():
-        stretched = encoder.reshape_mel2img(features)
-        expected_image = resized.audio_model.audio_encoder.reshape_mel2img(features)
-        expected = resized(input_features=features).audio_embeds
-        got = multiplied(input_features=features).audio_embeds
-    torch.testing.assert_close(stretched, expected_image, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-
-
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_the_graph_equals_the_eager_tower(
     tiny_clap_dir: Path, cache_dir: Path, precision: str
@@ -593,46 +429,22 @@ def test_fp32_linear_layers_run_through_onednn(tiny_clap_dir: Path, runner: Clap
     import torch
     from transformers import ClapAudioModelWithProjection
 
-    from monitor.model.torch_backend import _linear_through_onednn, _normalised_tower
+    from monitor.model.kernels import linear_through_onednn
+    from monitor.model.tower import normalised_tower
 
     plain: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
     onednn: Any = ClapAudioModelWithProjection.from_pretrained(str(tiny_clap_dir)).eval()
     layers = sum(isinstance(m, torch.nn.Linear) for m in onednn.modules())
-    assert _linear_through_onednn(onednn) == layers > 0
+    assert linear_through_onednn(onednn) == layers > 0
     torch.manual_seed(3)
     features = torch.randn(2, 1, 1001, 64) * 20.0 - 40.0
     with torch.inference_mode():
-        expected = _normalised_tower(plain)(features)
-        got = _normalised_tower(onednn)(features)
+        expected = normalised_tower(plain)(features)
+        got = normalised_tower(onednn)(features)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     # The daemon's fp32 graph calls the op (the comparison above would pass without it).
     assert isinstance(runner, TorchClapRunner)
     assert "audio_monitor::linear" in str(runner._tower.graph)
-
-
-def test_a_graph_that_disagrees_is_refused(
-    tiny_clap_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import monitor.model.torch_backend
-
-    # No graph can be that close: the check must refuse it.
-    monkeypatch.setattr(monitor.model.torch_backend, "TRACE_TOLERANCE", -1.0)
-    with pytest.raises(Untraceable, match="traced graph differs"):
-        build_graph(ModelConfig(name=str(tiny_clap_dir)), tmp_path)
-    assert not list(tmp_path.iterdir())  # nothing half-written for a daemon to find
-
-
-def test_a_tower_that_cannot_be_traced_is_refused(
-    tiny_clap_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import torch
-
-    def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("tracer unavailable")
-
-    monkeypatch.setattr(torch.jit, "trace", refuse)
-    with pytest.raises(Untraceable, match="tracing it failed: tracer unavailable"):
-        build_graph(ModelConfig(name=str(tiny_clap_dir)), tmp_path)
 
 
 def test_a_refused_graph_leaves_the_eager_model_running(

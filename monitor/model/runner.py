@@ -1,0 +1,48 @@
+"""What callers use of a loaded CLAP checkpoint, and load_clap choosing the backend lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from monitor.config import ModelConfig
+
+
+class ClapRunner(Protocol):
+    """What callers use of a loaded checkpoint, whichever backend runs it.
+
+    embed_text: (len(prompts), dim) float32 rows, L2-normalised; embed_audio: the same for
+    mono float32 windows of 1..max_samples samples at sample_rate_hz, with optionally each
+    window's first sample in its stream at that rate (monitor.frames.Window.model_start_index):
+    windows of one stream then share the feature frames they overlap.
+    """
+
+    model_id: str
+    sample_rate_hz: int
+    max_samples: int
+    logit_scale: float
+    embedding_dim: int
+
+    def embed_text(self, prompts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+    ) -> np.ndarray: ...
+
+
+def load_clap(cfg: ModelConfig) -> ClapRunner:
+    """Load the configured CLAP checkpoint; ModelError says how to provide missing weights.
+
+    backend "torch": the audio tower in this process (monitor.model.torch_backend); backend
+    "onnx": monitor.model.onnx_backend, which never imports torch. Each backend is imported
+    only when chosen, so importing this module costs neither.
+    """
+    if cfg.backend == "onnx":
+        from monitor.model.onnx_backend import load_onnx_runner
+
+        return load_onnx_runner(cfg)
+    from monitor.model.torch_backend import load_torch_runner
+
+    return load_torch_runner(cfg)
