@@ -216,7 +216,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from monitor.bench.core import run_bench
+    from monitor.bench.command import run_bench
 
     code: int = run_bench(args)
     return code

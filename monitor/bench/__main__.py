@@ -2,7 +2,7 @@
 
 import sys
 
-from monitor.bench.core import child_main
+from monitor.bench.memory import child_main
 
 if sys.argv[1:2] == ["--child"]:
     sys.exit(child_main(sys.argv[2:]))

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from monitor.bench.core import make_workload
 from tests.support.broker import Broker
 
 TIMEOUT_SECONDS = 240.0
@@ -172,19 +170,6 @@ def test_compare_reports_every_field_and_fp32_matches_the_pipeline(
     assert onnx_rss["met"] is None and "not measured" in onnx_rss["detail"]
     # 1.5 s windows and 4 labels are not the targets' workload: verdicts are only indicative.
     assert report["targets_workload"] is False
-
-
-@pytest.mark.parametrize(("hop_seconds", "position"), [(1.0, 48000), (0.5, 24000), (0.001, None)])
-def test_the_workload_is_one_stream_cut_every_hop(hop_seconds: float, position: int | None) -> None:
-    workload = make_workload(None, 3, 2.0, hop_seconds)
-    rate = workload.source_rate_hz
-    size, step = 2 * rate, round(hop_seconds * rate)
-    assert workload.hop_seconds == hop_seconds
-    assert [len(w) for w in workload.windows] == [size] * 3
-    # Overlapping windows hold the same stream samples where they overlap.
-    np.testing.assert_array_equal(workload.windows[1][: size - step], workload.windows[0][step:])
-    np.testing.assert_array_equal(workload.windows[2][: size - step], workload.windows[1][step:])
-    assert workload.positions[:2] == [0, position]
 
 
 def test_replay_runs_the_whole_daemon_and_reports_throughput(

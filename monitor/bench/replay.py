@@ -1,0 +1,265 @@
+"""Replay: the whole daemon on a file read as fast as possible; throughput and latencies."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from monitor.audio.ringbuffer import RingBuffer
+from monitor.audio.source import Source, SourceStats, StreamFormat
+from monitor.bench.checkpoint import Checkpoint
+from monitor.bench.environment import environment, load_average
+from monitor.bench.monitor_path import configurations, model_config
+from monitor.bench.results import ReplayReport, ReplayResult, ReplayRun, ReplaySettings
+from monitor.bench.stats import percentiles
+from monitor.bench.workload import bench_label_set, hop_or_default, replay_audio
+from monitor.config import Config, EventsConfig, SourceConfig
+from monitor.errors import ConfigError, ModelError, first_line
+from monitor.frames import Detection, Event
+from monitor.pipeline.events import EventTracker
+
+log = logging.getLogger(__name__)
+
+
+class _Recorder:
+    """Times of ring-buffer writes and of scores handed to the outputs, for latencies."""
+
+    def __init__(self) -> None:
+        self.rate_hz = 0
+        self.write_frames: list[int] = []
+        self.write_times: list[float] = []
+        self.outputs: dict[int, tuple[float, float]] = {}  # window end index -> (mono, cpu)
+        self.started: tuple[float, float] | None = None  # (monotonic, cpu) after model load
+
+    def wrote(self, written_frames: int) -> None:
+        self.write_frames.append(written_frames)
+        self.write_times.append(time.monotonic())
+
+    def written_at(self, end_index: int) -> float | None:
+        i = bisect_left(self.write_frames, end_index)
+        return self.write_times[i] if i < len(self.write_times) else None
+
+
+class _RecordingRing:
+    """What the file source writes through: the daemon's ring buffer, with write times noted."""
+
+    def __init__(self, ring: RingBuffer, recorder: _Recorder) -> None:
+        self._ring = ring
+        self._recorder = recorder
+
+    def write(self, block: np.ndarray, wall_time_end: float | None = None) -> None:
+        self._ring.write(block, wall_time_end)
+        self._recorder.wrote(self._ring.written_frames)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ring, name)
+
+
+class _RecordingSource(Source):
+    """The daemon's own source, writing through a _RecordingRing."""
+
+    def __init__(self, inner: Source, recorder: _Recorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+        self.source_id = inner.source_id
+
+    def open(self) -> StreamFormat:
+        return self.inner.open()
+
+    def start(self, ring: RingBuffer) -> None:
+        self.recorder.rate_hz = ring.sample_rate_hz
+        self.inner.start(cast(RingBuffer, _RecordingRing(ring, self.recorder)))
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.inner.error
+
+    def stats(self) -> SourceStats:
+        return self.inner.stats()
+
+
+class _RecordingTracker(EventTracker):
+    """The daemon's event tracker, noting when each window's scores reach it.
+
+    The worker feeds every label set's scores to the tracker and then hands the resulting
+    events to the outputs at once, so the last update of a window is when its scores/events
+    leave for the outputs.
+    """
+
+    def __init__(self, cfg: EventsConfig, recorder: _Recorder) -> None:
+        super().__init__(cfg.cooldown_seconds, cfg.hold_seconds)
+        self.recorder = recorder
+
+    def update(
+        self,
+        label_set: str,
+        labels: tuple[str, ...],
+        detections: list[Detection],
+        stream_seconds: float,
+        now: datetime,
+    ) -> list[Event]:
+        events = super().update(label_set, labels, detections, stream_seconds, now)
+        end_index = round(stream_seconds * self.recorder.rate_hz)
+        self.recorder.outputs[end_index] = (time.monotonic(), time.process_time())
+        return events
+
+
+def parse_mqtt(spec: str | None) -> tuple[str, int] | None:
+    """--mqtt host:port as (host, port); None when not given."""
+    if not spec:
+        return None
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--mqtt {spec}: expected host:port, e.g. localhost:1883")
+    return host, int(port)
+
+
+def _replay_config(
+    checkpoint: Checkpoint,
+    backend: str,
+    precision: str,
+    args: argparse.Namespace,
+    labels: Sequence[str],
+    wav: Path,
+    hop_seconds: float,
+    mqtt: tuple[str, int] | None,
+    work_dir: Path,
+) -> Config:
+    model = model_config(checkpoint, backend, precision, args.threads, args.batch)
+    data: dict[str, Any] = {
+        "model": model.model_dump(),
+        "source": {"type": "file", "id": "replay", "path": str(wav), "realtime": False},
+        "window": {"seconds": args.window_seconds, "hop_seconds": hop_seconds},
+        "label_sets": [bench_label_set(labels).model_dump()],
+        "mqtt": {
+            "enabled": mqtt is not None,
+            "host": mqtt[0] if mqtt else "localhost",
+            "port": mqtt[1] if mqtt else 1883,
+            "topic_prefix": "audio-monitor-bench",
+            "device_id": "bench",
+            "outbox": {"directory": str(work_dir / f"outbox-{backend}-{precision}")},
+        },
+        "output": {"json_lines": False},
+    }
+    try:
+        return Config.model_validate(data)
+    except ValueError as err:
+        raise ConfigError(f"bench --replay-minutes: {first_line(err)}") from err
+
+
+def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
+    """Run the daemon in-process on the config's file; throughput and latencies."""
+    from monitor.service.daemon import Daemon, make_source
+    from monitor.service.notify import SystemdNotifier
+
+    recorder = _Recorder()
+
+    def source_factory(cfg: SourceConfig) -> Source:
+        # Called after the model is loaded and the label sets embedded: streaming starts here.
+        recorder.started = (time.monotonic(), time.process_time())
+        return _RecordingSource(make_source(cfg), recorder)
+
+    daemon = Daemon(config, source_factory=source_factory, notifier=SystemdNotifier(environ={}))
+    daemon.tracker = _RecordingTracker(config.events, recorder)
+    worker_log = logging.getLogger("monitor.pipeline.worker")
+    level = worker_log.level
+    worker_log.setLevel(logging.WARNING)  # one INFO line per event would flood a long replay
+    try:
+        daemon.run()
+    finally:
+        worker_log.setLevel(level)
+    if recorder.started is None or not recorder.outputs:
+        raise ModelError("the daemon scored no window")
+    start_mono, start_cpu = recorder.started
+    ends = sorted(recorder.outputs)
+    latencies, processing = [], []
+    previous_done = start_mono
+    for end in ends:
+        done, _cpu = recorder.outputs[end]
+        written = recorder.written_at(end)
+        if written is not None:
+            latencies.append((done - written) * 1000.0)
+            processing.append((done - max(written, previous_done)) * 1000.0)
+        previous_done = done
+    last_mono, last_cpu = max(recorder.outputs.values())
+    wall = max(1e-9, last_mono - start_mono)
+    cpu = last_cpu - start_cpu
+    stats = daemon.worker.stats() if daemon.worker is not None else None
+    return ReplayResult(
+        audio_seconds=audio_seconds,
+        windows=len(ends),
+        wall_seconds=wall,
+        windows_per_second=len(ends) / wall,
+        speed_vs_realtime=audio_seconds / wall,
+        cpu_seconds=cpu,
+        cpu_seconds_per_audio_hour=cpu * 3600.0 / audio_seconds,
+        latency_ms=percentiles(latencies),
+        processing_ms=percentiles(processing),
+        windows_scored=None if stats is None else stats.windows_scored,
+        windows_skipped_lagging=None if stats is None else stats.windows_skipped_lagging,
+        events=None if stats is None else stats.events,
+        lost_frames=daemon.ring.lost_frames if daemon.ring is not None else None,
+    )
+
+
+def run_replay(
+    args: argparse.Namespace, checkpoint: Checkpoint, labels: Sequence[str], work_dir: Path
+) -> ReplayReport:
+    """Replay --replay-minutes of audio through the daemon once per configuration."""
+    import soundfile as sf
+
+    load_before = load_average()
+    mqtt = parse_mqtt(args.mqtt)
+    seconds = float(args.replay_minutes) * 60.0
+    hop = hop_or_default(getattr(args, "hop_seconds", None), args.window_seconds)
+    samples, rate, what = replay_audio(args.audio, seconds, args.window_seconds)
+    wav = work_dir / "replay.wav"
+    sf.write(str(wav), samples, rate, subtype="PCM_16")
+    audio_seconds = len(samples) / rate
+    runs = []
+    for backend, precision in configurations(args.backend, args.precision):
+        name = f"{backend}/{precision}"
+        try:
+            config = _replay_config(
+                checkpoint, backend, precision, args, labels, wav, hop, mqtt, work_dir
+            )
+            log.info("replaying %.1f min through the daemon with %s", seconds / 60, name)
+            result = replay_once(config, audio_seconds)
+            run = ReplayRun(name, backend, precision, ok=True, error=None, result=result)
+        except Exception as err:
+            run = ReplayRun(name, backend, precision, ok=False, error=first_line(err))
+            log.warning("replay with %s failed: %s", name, run.error)
+        gc.collect()
+        runs.append(run)
+    return ReplayReport(
+        note=checkpoint.note,
+        checkpoint=checkpoint.report(),
+        environment=environment(args.threads, load_before),
+        replay=ReplaySettings(
+            minutes=float(args.replay_minutes),
+            audio=what,
+            source_rate_hz=rate,
+            window_seconds=float(args.window_seconds),
+            hop_seconds=hop,
+            labels=len(labels),
+            max_batch=args.batch,
+            mqtt=None if mqtt is None else f"{mqtt[0]}:{mqtt[1]}",
+        ),
+        runs=tuple(runs),
+    )

@@ -1,0 +1,154 @@
+"""The bench's reports as readable text: they only render what the result dataclasses hold."""
+
+from __future__ import annotations
+
+from monitor.bench.results import (
+    Agreement,
+    CompareReport,
+    MonitorResult,
+    ReferenceResult,
+    ReplayReport,
+)
+from monitor.bench.targets import TARGET_CORES, TARGET_LABELS, TARGET_WINDOW_SECONDS
+
+VERDICTS = {True: "met", False: "NOT MET", None: "n/a"}
+
+
+def _fmt(value: float | None, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def _times(value: float | None) -> str:
+    return _fmt(value, ".2f") + "x" if value is not None else "-"
+
+
+def format_table(report: CompareReport) -> str:
+    """The comparison as readable text: both paths side by side, stages, targets."""
+    work = report.workload
+    env = report.environment
+    load_before = None if env.load_average_before is None else list(env.load_average_before)
+    load_after = None if env.load_average_after is None else list(env.load_average_after)
+    lines = [
+        f"audio-monitor bench: {work.windows} windows x {work.window_seconds:g} s "
+        f"every {work.hop_seconds:g} s ({work.audio}), {work.labels} labels, "
+        f"batch {work.batch}, "
+        f"{env.torch_threads} torch threads on {env.cpu_count} CPUs "
+        f"(load average before/after {load_before} / {load_after})",
+        f"checkpoint: {report.checkpoint.origin} {report.checkpoint.path}",
+    ]
+    if report.note:
+        lines.append(report.note)
+    rows: list[tuple[ReferenceResult | MonitorResult, MonitorResult | None]]
+    rows = [(report.reference, None)]
+    rows += [(m, m) for m in report.monitor]
+    speed = (
+        f"{'path':<12} {'ms/window median':>16} {'min':>8} {'max':>8} {'CPU ms':>8} "
+        f"{'RTF':>7} {'speedup':>8} {'(min)':>7} {'CPU speedup':>11}"
+    )
+    lines += ["", speed, "-" * len(speed)]
+    for row, mon in rows:
+        if not row.ok or row.ms is None or row.rtf is None:
+            lines.append(f"{row.name:<12} FAILED: {row.error}")
+            continue
+        ms, cpu = row.ms, row.cpu_ms
+        lines.append(
+            f"{row.name:<12} {ms.median:>16.1f} {ms.min:>8.1f} {ms.max:>8.1f} "
+            f"{_fmt(None if cpu is None else cpu.median, '.1f'):>8} {row.rtf:>7.4f} "
+            f"{_times(mon.speedup_vs_pipeline if mon else 1.0):>8} "
+            f"{_times(mon.speedup_min_vs_pipeline if mon else 1.0):>7} "
+            f"{_times(mon.cpu_speedup_vs_pipeline if mon else 1.0):>11}"
+        )
+    memory = (
+        f"{'path':<12} {'RSS steady':>10} {'peak':>8} {'anon':>8} {'file':>8} {'ratio':>7} "
+        f"{'max|dscore|':>11} {'top-1':>6} {'cos min':>9}"
+    )
+    lines += ["", memory + "   (MiB)", "-" * len(memory)]
+    for row, mon in rows:
+        if not row.ok:
+            continue
+        rss = row.rss_mib
+        agree = mon.agreement if mon is not None else Agreement()
+        if rss.error is None:
+            sizes = (
+                f"{_fmt(rss.steady, '.0f'):>10} {_fmt(rss.peak, '.0f'):>8} "
+                f"{_fmt(rss.anon, '.0f'):>8} {_fmt(rss.file, '.0f'):>8} "
+                f"{_times(mon.rss_ratio_vs_pipeline if mon else 1.0):>7}"
+            )
+        else:
+            sizes = f"{'failed':>10} {'':>8} {'':>8} {'':>8} {'':>7}"
+        lines.append(
+            f"{row.name:<12} {sizes} "
+            f"{_fmt(agree.max_abs_score_diff, '.2e'):>11} "
+            f"{_fmt(agree.top1_agreement, '.0%'):>6} "
+            f"{_fmt(agree.embedding_cosine_min, '.6f'):>9}"
+        )
+        if rss.error is not None:
+            lines.append(f"{'':<12} memory: {rss.error}")
+    ok_runs = [m for m in report.monitor if m.ok]
+    if ok_runs:
+        lines += [
+            "",
+            "monitor stages, ms per window (median): resample, features, audio tower, scoring",
+        ]
+        for m in ok_runs:
+            med = {k: None if v is None else v.median for k, v in m.stages_ms.items()}
+            features = _fmt(med["features"], ".1f") if m.features_separate else "(in tower)"
+            lines.append(
+                f"  {m.name:<12} resample {_fmt(med['resample'], '.1f')}  features {features}"
+                f"  audio tower {_fmt(med['audio_tower'], '.1f')}  scoring "
+                f"{_fmt(med['scoring'], '.3f')}  text embedding once "
+                f"{_fmt(m.text_embedding_seconds, '.2f')} s  "
+                f"load {_fmt(m.load_seconds, '.1f')} s"
+            )
+    lines += [
+        "",
+        f"targets (for {TARGET_WINDOW_SECONDS:g} s windows, {TARGET_LABELS} labels, "
+        f"{TARGET_CORES} cores):",
+    ]
+    if not report.targets_workload:
+        lines.append("  (this run's workload differs: the verdicts below are indicative only)")
+    for t in report.targets:
+        value = "" if t.value is None else f": {t.value:.3g}"
+        detail = f" ({t.detail})" if t.detail else ""
+        lines.append(f"  [{VERDICTS[t.met]:>7}] {t.config:<12} {t.target}{value}{detail}")
+    return "\n".join(lines) + "\n"
+
+
+def format_replay(report: ReplayReport) -> str:
+    """The replay as readable text: one row per configuration."""
+    r = report.replay
+    lines = [
+        f"audio-monitor bench --replay-minutes {r.minutes:g}: {r.audio}, "
+        f"{r.window_seconds:g} s windows every {r.hop_seconds:g} s, {r.labels} labels, "
+        f"max batch {r.max_batch}, MQTT {r.mqtt or 'off'}",
+        f"checkpoint: {report.checkpoint.origin} {report.checkpoint.path}",
+    ]
+    if report.note:
+        lines.append(report.note)
+    lines.append("")
+    header = (
+        f"{'config':<12} {'windows':>7} {'win/s':>7} {'x realtime':>10} {'CPU s/audio h':>13} "
+        f"{'latency p50':>11} {'p99 ms':>8} {'processing p50':>14} {'p99 ms':>8}"
+    )
+    lines += [header, "-" * len(header)]
+    for run in report.runs:
+        result = run.result
+        if not run.ok or result is None:
+            lines.append(f"{run.name:<12} FAILED: {run.error}")
+            continue
+        lat, proc = result.latency_ms, result.processing_ms
+        lines.append(
+            f"{run.name:<12} {result.windows:>7} {result.windows_per_second:>7.2f} "
+            f"{result.speed_vs_realtime:>10.1f} {result.cpu_seconds_per_audio_hour:>13.0f} "
+            f"{_fmt(None if lat is None else lat.p50, '.0f'):>11} "
+            f"{_fmt(None if lat is None else lat.p99, '.0f'):>8} "
+            f"{_fmt(None if proc is None else proc.p50, '.0f'):>14} "
+            f"{_fmt(None if proc is None else proc.p99, '.0f'):>8}"
+        )
+    lines += [
+        "",
+        "latency: from the window's last sample written into the ring buffer to its scores "
+        "handed to the outputs (includes waiting behind earlier windows: the file is replayed "
+        "as fast as possible); processing: the same from when the worker could start on it.",
+    ]
+    return "\n".join(lines) + "\n"

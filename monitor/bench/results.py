@@ -1,0 +1,226 @@
+"""The bench's reports as frozen dataclasses; their JSON is `dataclasses.asdict` of them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from monitor.bench.stats import Percentiles, Summary
+
+# The field order of every class below is the key order of the JSON report.
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """What both paths loaded, and why it is not the hub checkpoint when it is not."""
+
+    origin: str  # "directory", "hub" or "random"
+    path: str
+    random_weights: bool
+    config_dir: str | None  # where a random checkpoint's architecture came from
+    fallback_reason: str | None  # why the hub checkpoint was not used
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The machine and versions; the load averages show whether something else competed."""
+
+    cpu_count: int | None
+    torch_threads: int | None
+    python: str
+    platform: str
+    versions: dict[str, str | None]
+    bench_peak_rss_mib: float | None
+    load_average_before: tuple[float, ...] | None
+    load_average_after: tuple[float, ...] | None
+
+
+@dataclass(frozen=True)
+class RssMib:
+    """One path's memory in MiB, measured alone in a child process (error: why not)."""
+
+    steady: float | None = None
+    peak: float | None = None
+    after_load: float | None = None
+    anon: float | None = None
+    file: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely a monitor path's scores and audio embeddings match the pipeline's."""
+
+    max_abs_score_diff: float | None = None
+    top1_agreement: float | None = None
+    embedding_cosine_min: float | None = None
+    embedding_cosine_mean: float | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """The transformers pipeline's timings and memory."""
+
+    name: str
+    ok: bool
+    error: str | None
+    load_seconds: float | None
+    ms: Summary | None
+    cpu_ms: Summary | None
+    rtf: float | None
+    rss_mib: RssMib
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """One backend/precision of the monitor's path: timings, stages, memory, agreement."""
+
+    name: str
+    backend: str
+    precision: str
+    ok: bool
+    error: str | None
+    load_seconds: float | None
+    text_embedding_seconds: float | None
+    ms: Summary | None
+    cpu_ms: Summary | None
+    stages_ms: dict[str, Summary | None]  # resample, features, audio_tower, scoring
+    features_separate: bool
+    front_end_fraction: float | None
+    rtf: float | None
+    speedup_vs_pipeline: float | None
+    # Fastest against fastest: what an otherwise idle machine gets.
+    speedup_min_vs_pipeline: float | None
+    # CPU time is distorted less by other processes than wall time: the same in CPU time.
+    cpu_speedup_vs_pipeline: float | None
+    rss_mib: RssMib
+    # Whether the child process running this path ever imported torch (onnx: it must not).
+    torch_imported: bool | None
+    transformers_imported: bool | None
+    rss_ratio_vs_pipeline: float | None
+    agreement: Agreement
+
+
+@dataclass(frozen=True)
+class Target:
+    """One performance target for one configuration (met None: not measured, see detail)."""
+
+    target: str
+    config: str
+    value: float | None
+    limit: float
+    met: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class WorkloadReport:
+    """The windows and labels both paths scored."""
+
+    windows: int
+    window_seconds: float
+    hop_seconds: float
+    labels: int
+    label_sets: int
+    template: str
+    batch: int
+    audio: str
+    source_rate_hz: int
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """`audio-monitor bench`: the monitor's paths against the pipeline, with the targets."""
+
+    mode: str = field(default="compare", init=False)
+    note: str | None
+    checkpoint: CheckpointReport
+    environment: Environment
+    workload: WorkloadReport
+    reference: ReferenceResult
+    monitor: tuple[MonitorResult, ...]
+    targets: tuple[Target, ...]
+    targets_workload: bool  # whether the workload is the one the targets are set for
+
+    @property
+    def ok(self) -> bool:
+        """Whether every path ran."""
+        return self.reference.ok and all(m.ok for m in self.monitor)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """What a replay fed the daemon."""
+
+    minutes: float
+    audio: str
+    source_rate_hz: int
+    window_seconds: float
+    hop_seconds: float
+    labels: int
+    max_batch: int
+    mqtt: str | None  # host:port, None when the daemon published nowhere
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The daemon's throughput and latencies over one replay."""
+
+    audio_seconds: float
+    windows: int
+    wall_seconds: float
+    windows_per_second: float
+    speed_vs_realtime: float
+    cpu_seconds: float
+    cpu_seconds_per_audio_hour: float
+    latency_ms: Percentiles | None
+    processing_ms: Percentiles | None
+    windows_scored: int | None
+    windows_skipped_lagging: int | None
+    events: int | None
+    lost_frames: int | None
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    """One backend/precision replayed: its result, or the one-line error that stopped it."""
+
+    name: str
+    backend: str
+    precision: str
+    ok: bool
+    error: str | None
+    result: ReplayResult | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The run's fields with its result's beside them (a failed run has no result keys)."""
+        out = asdict(self)
+        del out["result"]
+        if self.result is not None:
+            out.update(asdict(self.result))
+        return out
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """`audio-monitor bench --replay-minutes`: the whole daemon on a replayed file."""
+
+    mode: str = field(default="replay", init=False)
+    note: str | None
+    checkpoint: CheckpointReport
+    environment: Environment
+    replay: ReplaySettings
+    runs: tuple[ReplayRun, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every configuration ran."""
+        return all(run.ok for run in self.runs)
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["runs"] = [run.as_json() for run in self.runs]
+        return out
