@@ -1,4 +1,4 @@
-"""Recorded clips for the offline commands: find, decode to mono 48 kHz, cut into windows."""
+"""Audio files through libsndfile (the only module importing soundfile): find, decode, write."""
 
 from __future__ import annotations
 
@@ -83,23 +83,37 @@ def open_sound_file(path: Path) -> Any:
     return handle
 
 
-def load_clip(path: Path) -> Clip:
-    """Decode any format libsndfile reads; SourceError with the reason when it cannot be used."""
+def read_sound_file(path: Path) -> tuple[np.ndarray, int]:
+    """All frames of an audio file as float32 (frames, channels) and its rate; SourceError
+    naming the file and the reason when it cannot be used."""
     import soundfile as sf
 
     with open_sound_file(path) as handle:
-        rate_hz = handle.samplerate
+        rate_hz = int(handle.samplerate)
         try:
             data = handle.read(dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
             raise SourceError(f"{path}: cannot decode ({err})") from err
     if data.shape[0] == 0:
         raise SourceError(f"{path}: contains no audio (0 samples)")
+    return data, rate_hz
+
+
+def write_pcm16(path: Path, samples: np.ndarray, rate_hz: int) -> None:
+    """Write samples (float, -1..1) as a 16-bit PCM file whose format follows the suffix."""
+    import soundfile as sf
+
+    sf.write(str(path), samples, rate_hz, subtype="PCM_16")
+
+
+def load_clip(path: Path) -> Clip:
+    """Decode any format libsndfile reads; SourceError with the reason when it cannot be used."""
+    data, rate_hz = read_sound_file(path)
     bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
     if bad:
         raise SourceError(f"{path}: {bad} of {data.size} samples are NaN or infinite")
-    samples = resample_to(to_mono(data), int(rate_hz), MODEL_SAMPLE_RATE_HZ)
-    return Clip(path, samples, int(rate_hz), int(data.shape[1]))
+    samples = resample_to(to_mono(data), rate_hz, MODEL_SAMPLE_RATE_HZ)
+    return Clip(path, samples, rate_hz, int(data.shape[1]))
 
 
 def clip_windows(

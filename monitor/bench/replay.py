@@ -222,7 +222,7 @@ def run_replay(
     args: argparse.Namespace, checkpoint: Checkpoint, labels: Sequence[str], work_dir: Path
 ) -> ReplayReport:
     """Replay --replay-minutes of audio through the daemon once per configuration."""
-    import soundfile as sf
+    from monitor.audio.decode import write_pcm16
 
     load_before = load_average()
     mqtt = parse_mqtt(args.mqtt)
@@ -230,7 +230,7 @@ def run_replay(
     hop = hop_or_default(getattr(args, "hop_seconds", None), args.window_seconds)
     samples, rate, what = replay_audio(args.audio, seconds, args.window_seconds)
     wav = work_dir / "replay.wav"
-    sf.write(str(wav), samples, rate, subtype="PCM_16")
+    write_pcm16(wav, samples, rate)
     audio_seconds = len(samples) / rate
     runs = []
     for backend, precision in configurations(args.backend, args.precision):

@@ -151,9 +151,7 @@ def generated_audio(seconds: float, rate_hz: int, seed: int) -> np.ndarray:
 
 def file_audio(path: Path) -> tuple[np.ndarray, int, str]:
     """Every audio file under `path`, mono, joined at the first file's rate."""
-    import soundfile as sf
-
-    from monitor.audio.decode import find_audio_files, open_sound_file
+    from monitor.audio.decode import find_audio_files, read_sound_file
 
     files = find_audio_files([path])
     if not files:
@@ -162,13 +160,9 @@ def file_audio(path: Path) -> tuple[np.ndarray, int, str]:
     rate_hz = 0
     for file in files:
         try:
-            with open_sound_file(file) as handle:
-                file_rate = int(handle.samplerate)
-                data = handle.read(dtype="float32", always_2d=True)
+            data, file_rate = read_sound_file(file)
         except SourceError as err:
             raise SourceError(f"--audio {err}") from err
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
-            raise SourceError(f"--audio {file}: cannot decode ({err})") from err
         rate_hz = rate_hz or file_rate
         parts.append(resample_to(np.nan_to_num(to_mono(data)), file_rate, rate_hz))
     what = str(path) if len(files) == 1 else f"{path} ({len(files)} files)"
