@@ -8,7 +8,6 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,23 +21,25 @@ from monitor.bench.monitor_path import configurations, model_config
 from monitor.bench.results import ReplayReport, ReplayResult, ReplayRun, ReplaySettings
 from monitor.bench.stats import percentiles
 from monitor.bench.workload import bench_label_set, hop_or_default, replay_audio
-from monitor.config import Config, EventsConfig, SourceConfig
+from monitor.config import Config, SourceConfig
 from monitor.errors import ConfigError, ModelError, first_line
-from monitor.frames import Detection, Event
-from monitor.pipeline.events import EventTracker
+from monitor.frames import Event, Window
+from monitor.pipeline.worker import ScoringTiming
 
 log = logging.getLogger(__name__)
 
 
 class _Recorder:
-    """Times of ring-buffer writes and of scores handed to the outputs, for latencies."""
+    """Times of ring-buffer writes and of each window's scoring being done, for latencies.
+
+    The daemon's observer: it hears when streaming starts and about every batch scored.
+    """
 
     def __init__(self) -> None:
-        self.rate_hz = 0
         self.write_frames: list[int] = []
         self.write_times: list[float] = []
         self.outputs: dict[int, tuple[float, float]] = {}  # window end index -> (mono, cpu)
-        self.started: tuple[float, float] | None = None  # (monotonic, cpu) after model load
+        self.started: tuple[float, float] | None = None  # (monotonic, cpu) as streaming starts
 
     def wrote(self, written_frames: int) -> None:
         self.write_frames.append(written_frames)
@@ -47,6 +48,16 @@ class _Recorder:
     def written_at(self, end_index: int) -> float | None:
         i = bisect_left(self.write_frames, end_index)
         return self.write_times[i] if i < len(self.write_times) else None
+
+    def on_streaming_started(self) -> None:
+        self.started = (time.monotonic(), time.process_time())
+
+    def on_scored(
+        self, windows: Sequence[Window], events: Sequence[Event], timing: ScoringTiming
+    ) -> None:
+        cpu = time.process_time()
+        for window in windows:
+            self.outputs[window.end_index] = (timing.finished_monotonic, cpu)
 
 
 class _RecordingRing:
@@ -76,7 +87,6 @@ class _RecordingSource(Source):
         return self.inner.open()
 
     def start(self, ring: RingBuffer) -> None:
-        self.recorder.rate_hz = ring.sample_rate_hz
         self.inner.start(cast(RingBuffer, _RecordingRing(ring, self.recorder)))
 
     def stop(self) -> None:
@@ -92,32 +102,6 @@ class _RecordingSource(Source):
 
     def stats(self) -> SourceStats:
         return self.inner.stats()
-
-
-class _RecordingTracker(EventTracker):
-    """The daemon's event tracker, noting when each window's scores reach it.
-
-    The worker feeds every label set's scores to the tracker and then hands the resulting
-    events to the outputs at once, so the last update of a window is when its scores/events
-    leave for the outputs.
-    """
-
-    def __init__(self, cfg: EventsConfig, recorder: _Recorder) -> None:
-        super().__init__(cfg.cooldown_seconds, cfg.hold_seconds)
-        self.recorder = recorder
-
-    def update(
-        self,
-        label_set: str,
-        labels: tuple[str, ...],
-        detections: list[Detection],
-        stream_seconds: float,
-        now: datetime,
-    ) -> list[Event]:
-        events = super().update(label_set, labels, detections, stream_seconds, now)
-        end_index = round(stream_seconds * self.recorder.rate_hz)
-        self.recorder.outputs[end_index] = (time.monotonic(), time.process_time())
-        return events
 
 
 def parse_mqtt(spec: str | None) -> tuple[str, int] | None:
@@ -165,18 +149,21 @@ def _replay_config(
 
 def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
     """Run the daemon in-process on the config's file; throughput and latencies."""
-    from monitor.service.daemon import Daemon, make_source
+    from monitor.service.daemon import Daemon
     from monitor.service.notify import SystemdNotifier
+    from monitor.service.pipeline import make_source
 
     recorder = _Recorder()
 
     def source_factory(cfg: SourceConfig) -> Source:
-        # Called after the model is loaded and the label sets embedded: streaming starts here.
-        recorder.started = (time.monotonic(), time.process_time())
         return _RecordingSource(make_source(cfg), recorder)
 
-    daemon = Daemon(config, source_factory=source_factory, notifier=SystemdNotifier(environ={}))
-    daemon.tracker = _RecordingTracker(config.events, recorder)
+    daemon = Daemon(
+        config,
+        source_factory=source_factory,
+        notifier=SystemdNotifier(environ={}),
+        observer=recorder,
+    )
     worker_log = logging.getLogger("monitor.pipeline.worker")
     level = worker_log.level
     worker_log.setLevel(logging.WARNING)  # one INFO line per event would flood a long replay
@@ -184,7 +171,8 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
         daemon.run()
     finally:
         worker_log.setLevel(level)
-    if recorder.started is None or not recorder.outputs:
+    snapshot = daemon.snapshot()
+    if snapshot is None or recorder.started is None or not recorder.outputs:
         raise ModelError("the daemon scored no window")
     start_mono, start_cpu = recorder.started
     ends = sorted(recorder.outputs)
@@ -200,7 +188,7 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
     last_mono, last_cpu = max(recorder.outputs.values())
     wall = max(1e-9, last_mono - start_mono)
     cpu = last_cpu - start_cpu
-    stats = daemon.worker.stats() if daemon.worker is not None else None
+    stats = snapshot.worker
     return ReplayResult(
         audio_seconds=audio_seconds,
         windows=len(ends),
@@ -211,10 +199,10 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
         cpu_seconds_per_audio_hour=cpu * 3600.0 / audio_seconds,
         latency_ms=percentiles(latencies),
         processing_ms=percentiles(processing),
-        windows_scored=None if stats is None else stats.windows_scored,
-        windows_skipped_lagging=None if stats is None else stats.windows_skipped_lagging,
-        events=None if stats is None else stats.events,
-        lost_frames=daemon.ring.lost_frames if daemon.ring is not None else None,
+        windows_scored=stats.windows_scored,
+        windows_skipped_lagging=stats.windows_skipped_lagging,
+        events=stats.events,
+        lost_frames=snapshot.lost_frames,
     )
 
 

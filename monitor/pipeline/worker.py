@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +35,23 @@ class AudioEmbedder(Protocol):
     def embed_audio(
         self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
     ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ScoringTiming:
+    """When one batch of windows was scored (time.monotonic() seconds)."""
+
+    started_monotonic: float  # scoring of the batch began
+    finished_monotonic: float  # its scores and events were ready, before any output saw them
+    inference_ms: float  # the model's time per window of the batch, 0 if none reached it
+
+
+class ScoringObserver(Protocol):
+    """Told about each batch the worker has scored and handed on (benchmarks, tests)."""
+
+    def on_scored(
+        self, windows: Sequence[Window], events: Sequence[Event], timing: ScoringTiming
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -89,18 +107,20 @@ class ScoringWorker(threading.Thread):
         embedder: AudioEmbedder,
         scorers: list[LabelSetScorer],
         tracker: EventTracker,
-        sink: Callable[[Event], None],
+        on_events: Callable[[Sequence[Event]], None],
         source_finished: Callable[[], bool],
         *,
         max_batch: int = 1,
         min_dbfs: float | None = None,
+        observer: ScoringObserver | None = None,
     ) -> None:
         super().__init__(name="scoring-worker", daemon=True)
         self.windower = windower
         self.embedder = embedder
         self.scorers = scorers
         self.tracker = tracker
-        self.sink = sink
+        self.on_events = on_events
+        self.observer = observer
         self.source_finished = source_finished
         self.max_batch = max_batch
         self.min_dbfs = min_dbfs
@@ -117,6 +137,7 @@ class ScoringWorker(threading.Thread):
         self._detections = 0
         self._events = 0
         self._last_ms = 0.0
+        self._batch_ms = 0.0  # of the latest batch; 0 when none of its windows met the model
         self._last_progress = time.monotonic()
 
     def stop(self) -> None:
@@ -145,21 +166,45 @@ class ScoringWorker(threading.Thread):
                 window = self.windower.next_window(WAIT_SECONDS)
                 self._last_progress = time.monotonic()
                 if window is not None:
-                    self.process_batch(self._with_waiting(window))
+                    self._step(self._with_waiting(window))
                 elif self.source_finished():
                     # The source wrote its last block before flagging the end: look once more.
                     window = self.windower.next_window(0)
                     if window is not None:
-                        self.process_batch(self._with_waiting(window))
+                        self._step(self._with_waiting(window))
                         continue
                     final = self.windower.final_window()
                     if final is not None:
-                        self.process(final)
+                        self._step([final])
                     self.drained.set()
                     return
         except BaseException as err:
             self.error = err
             log.exception("scoring worker failed")
+
+    def _step(self, windows: list[Window]) -> None:
+        """Score a batch, hand its events on, then show the observer what was done."""
+        started = time.monotonic()
+        events = self.process_batch(windows)
+        timing = ScoringTiming(started, time.monotonic(), self._batch_ms)
+        self.deliver(events)
+        if self.observer is not None:
+            self.observer.on_scored(windows, events, timing)
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """The one way out for events: counted, logged and handed to `on_events`."""
+        for event in events:
+            self._events += 1
+            d = event.detection
+            log.info("event %s: %s/%s score %.3f", event.kind, d.label_set, d.label, d.score)
+        if events:
+            self.on_events(events)
+
+    def close_all(self, now: datetime) -> list[Event]:
+        """End every open event (at shutdown, once the thread has stopped) and hand them on."""
+        events = self.tracker.close_all(now)
+        self.deliver(events)
+        return events
 
     def _with_waiting(self, window: Window) -> list[Window]:
         """`window` plus those already waiting (catching up), for one forward pass."""
@@ -172,11 +217,12 @@ class ScoringWorker(threading.Thread):
         return batch
 
     def process(self, window: Window) -> list[Event]:
-        """Score one window against every label set and hand its events to the sink."""
+        """Score one window against every label set; returns the events it caused."""
         return self.process_batch([window])
 
     def process_batch(self, windows: list[Window]) -> list[Event]:
-        """Score windows (one forward pass for those that need the model), in stream order."""
+        """Score windows (one forward pass for those that need the model), in stream order;
+        returns the events they caused, in that order, without handing them on."""
         prepared = [self._prepare(window) for window in windows]
         to_embed = [samples for samples in prepared if samples is not None]
         # A window's stream position lets the model reuse frames of earlier windows, which is
@@ -187,10 +233,11 @@ class ScoringWorker(threading.Thread):
             if samples is not None
         ]
         embeddings = np.zeros((0, 0), np.float32)
+        self._batch_ms = 0.0
         if to_embed:
             started = time.monotonic()
             embeddings = self.embedder.embed_audio(to_embed, positions)
-            self._last_ms = (time.monotonic() - started) * 1000.0 / len(to_embed)
+            self._last_ms = self._batch_ms = (time.monotonic() - started) * 1000.0 / len(to_embed)
         events: list[Event] = []
         row = 0
         for window, samples in zip(windows, prepared, strict=True):
@@ -251,8 +298,6 @@ class ScoringWorker(threading.Thread):
                 best = max(scores.scores.items(), key=lambda kv: kv[1])
                 log.debug("%s %s: top %s %.3f", window.end_time, scorer.name, *best)
         self._scored += 1
-        for event in events:
-            self.emit(event)
         return events
 
     def _quiet(self, window: Window) -> list[Event]:
@@ -263,12 +308,4 @@ class ScoringWorker(threading.Thread):
             events += self.tracker.update(
                 scorer.name, scorer.labels, [], stream_seconds, window.end_time
             )
-        for event in events:
-            self.emit(event)
         return events
-
-    def emit(self, event: Event) -> None:
-        self._events += 1
-        d = event.detection
-        log.info("event %s: %s/%s score %.3f", event.kind, d.label_set, d.label, d.score)
-        self.sink(event)

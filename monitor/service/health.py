@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from monitor.audio.source import SourceStats
-from monitor.outputs.mqtt.payloads import iso_utc
+from monitor.outputs.sink import DeliveryStats, HealthReport
 from monitor.pipeline.worker import WorkerStats
 
 HEALTH_OK = "ok"
@@ -24,9 +23,7 @@ class Snapshot:
     worker: WorkerStats
     lost_frames: int
     source_restarts: int
-    mqtt_connected: bool | None  # None when MQTT is off
-    outbox_pending: int = 0
-    outbox_dropped: int = 0
+    delivery: DeliveryStats | None  # None when no output talks to a broker
 
     def status_text(self) -> str:
         w, s = self.worker, self.source
@@ -45,19 +42,16 @@ class Snapshot:
             f"restarts={self.source_restarts}",
             f"inference_ms={w.last_inference_ms:.0f}",
         ]
-        if self.mqtt_connected is not None:
-            parts.append(f"mqtt={'up' if self.mqtt_connected else 'down'}")
-            parts.append(f"outbox={self.outbox_pending} outbox_dropped={self.outbox_dropped}")
+        d = self.delivery
+        if d is not None:
+            parts.append(f"mqtt={'up' if d.connected else 'down'}")
+            parts.append(f"outbox={d.pending} outbox_dropped={d.dropped}")
         return " ".join(parts)
 
-    def payload(self, source_id: str, now: datetime | None = None) -> str:
-        """The retained JSON on <prefix>/<device>/health."""
-        w, s = self.worker, self.source
-        body = {
-            "state": self.state,
-            "detail": self.detail,
-            "source": source_id,
-            "time": iso_utc(now or datetime.now(timezone.utc)),
+    def report(self, source_id: str, now: datetime | None = None) -> HealthReport:
+        """What the outputs publish as the monitor's health."""
+        w, s, d = self.worker, self.source, self.delivery
+        counters = {
             "windows_scored": w.windows_scored,
             "windows_skipped_lagging": w.windows_skipped_lagging,
             "windows_skipped_silent": w.windows_skipped_silent,
@@ -68,10 +62,12 @@ class Snapshot:
             "lost_frames": self.lost_frames,
             "input_overflows": s.overflows,
             "source_restarts": self.source_restarts,
-            "outbox_pending": self.outbox_pending,
-            "outbox_dropped": self.outbox_dropped,
+            "outbox_pending": d.pending if d is not None else 0,
+            "outbox_dropped": d.dropped if d is not None else 0,
         }
-        return json.dumps(body, separators=(",", ":"))
+        return HealthReport(
+            self.state, self.detail, source_id, now or datetime.now(timezone.utc), counters
+        )
 
 
 def capture_stalled(stats: SourceStats, started_monotonic: float, now: float, limit: float) -> bool:

@@ -7,7 +7,14 @@ from datetime import datetime, timezone
 
 from monitor.config import LabelSetConfig
 from monitor.frames import Detection, Event
-from monitor.outputs.mqtt.payloads import Topics, event_messages, initial_state_messages, iso_utc
+from monitor.outputs.mqtt.payloads import (
+    Topics,
+    event_messages,
+    health_message,
+    initial_state_messages,
+    iso_utc,
+)
+from monitor.outputs.sink import HealthReport
 
 T = datetime(2026, 3, 1, 12, 0, 5, 250000, tzinfo=timezone.utc)
 
@@ -86,3 +93,13 @@ def test_initial_states_are_off_and_retained() -> None:
         "p/d/b/w/state",
     ]
     assert all(m.payload == "OFF" and m.retain for m in msgs)
+
+
+def test_health_is_retained_json_with_the_counters_in_order() -> None:
+    report = HealthReport("degraded", "no audio", "mic", T, {"windows_scored": 7, "lost_frames": 0})
+    msg = health_message(report, Topics("am", "dev"))
+    assert (msg.topic, msg.qos, msg.retain) == ("am/dev/health", 1, True)
+    assert msg.payload == (
+        '{"state":"degraded","detail":"no audio","source":"mic",'
+        '"time":"2026-03-01T12:00:05.250Z","windows_scored":7,"lost_frames":0}'
+    )

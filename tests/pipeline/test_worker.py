@@ -19,7 +19,7 @@ from monitor.model.runner import ClapRunner, load_clap
 from monitor.outputs.mqtt.payloads import Topics, event_messages
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import build_scorers
-from monitor.pipeline.worker import ScoringWorker
+from monitor.pipeline.worker import ScoringTiming, ScoringWorker
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 N = 48000
@@ -55,7 +55,7 @@ def make_worker(runner: ClapRunner) -> tuple[ScoringWorker, CountingRunner, list
         counting,
         build_scorers(sets, runner.embed_text, runner.logit_scale),
         EventTracker(cooldown_seconds=2.0, hold_seconds=0.0),
-        events.append,
+        events.extend,
         lambda: False,
     )
     return worker, counting, events
@@ -85,10 +85,10 @@ def test_bad_audio_is_counted_and_never_reaches_the_model(runner: ClapRunner) ->
     nan[100] = np.nan
     inf = tone()
     inf[5] = np.inf
-    worker.process(window(tone(), 1))  # starts the always-firing label's event
-    worker.process(window(nan, 2))
-    worker.process(window(inf, 3))
-    worker.process(window(np.zeros(N, np.float32), 4))
+    events += worker.process(window(tone(), 1))  # starts the always-firing label's event
+    events += worker.process(window(nan, 2))
+    events += worker.process(window(inf, 3))
+    events += worker.process(window(np.zeros(N, np.float32), 4))
     stats = worker.stats()
     assert stats.windows_skipped_nonfinite == 2
     assert stats.windows_skipped_silent == 1
@@ -159,7 +159,7 @@ def drain(runner: ClapRunner, max_batch: int) -> tuple[BatchRecorder, list[Event
         recorder,
         build_scorers(sets, runner.embed_text, runner.logit_scale),
         EventTracker(cooldown_seconds=0.0, hold_seconds=0.0),
-        events.append,
+        events.extend,
         lambda: True,
         max_batch=max_batch,
     )
@@ -202,3 +202,51 @@ def test_rms_dbfs() -> None:
     assert rms_dbfs(np.ones(100, np.float32)) == pytest.approx(0.0)
     assert rms_dbfs(tone(amplitude=1.0)) == pytest.approx(-3.01, abs=0.01)
     assert rms_dbfs(np.zeros(10, np.float32)) == -math.inf
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.windows: list[Window] = []
+        self.events: list[Event] = []
+        self.timings: list[ScoringTiming] = []
+
+    def on_scored(
+        self, windows: Sequence[Window], events: Sequence[Event], timing: ScoringTiming
+    ) -> None:
+        self.windows += windows
+        self.events += events
+        self.timings.append(timing)
+
+
+def test_events_leave_the_worker_by_one_path_and_the_observer_sees_each_window(
+    runner: ClapRunner,
+) -> None:
+    ring = RingBuffer(N * 10, 1, N)
+    ring.write(np.concatenate([tone(), np.zeros(N, np.float32), tone(), tone()]), 1e9)
+    delivered: list[list[Event]] = []
+    seen = Seen()
+    sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    worker = ScoringWorker(
+        Windower(ring, "src", 1.0, 1.0, catch_up=True),
+        runner,
+        build_scorers(sets, runner.embed_text, runner.logit_scale),
+        EventTracker(cooldown_seconds=3600.0, hold_seconds=0.0),
+        lambda events: delivered.append(list(events)),
+        lambda: True,
+        max_batch=2,
+        observer=seen,
+    )
+    worker.start()
+    assert worker.drained.wait(30)
+    worker.join(5)
+    # Every window, the silent one included, in stream order, each seen once.
+    assert [w.end_index for w in seen.windows] == [N, 2 * N, 3 * N, 4 * N]
+    assert all(t.started_monotonic <= t.finished_monotonic for t in seen.timings)
+    assert [e.kind for batch in delivered for e in batch] == ["start"]
+    assert [e for batch in delivered for e in batch] == seen.events
+    assert worker.stats().windows_skipped_silent == 1
+    # Closing at shutdown goes out the same way, and the counter sees it once.
+    closed = worker.close_all(T0)
+    assert [e.kind for e in closed] == ["end"] and delivered[-1] == closed
+    assert worker.stats().events == 2
+    assert worker.close_all(T0) == [] and len(delivered) == 2

@@ -235,9 +235,12 @@ def test_stalled_capture_is_degraded_reopened_and_recovers(
     assert "no audio for 0.5 s" in degraded["detail"]
     assert source.opens == 2 and source.starts == 2
     assert daemon.source_restarts == 1
-    scored_before = daemon.worker.stats().windows_scored if daemon.worker else 0
+    scored_before = daemon.pipeline.worker.stats().windows_scored if daemon.pipeline else 0
     wait_until(
-        lambda: daemon.worker is not None and daemon.worker.stats().windows_scored > scored_before,
+        lambda: (
+            daemon.pipeline is not None
+            and daemon.pipeline.worker.stats().windows_scored > scored_before
+        ),
         10,
         "scoring after recovery",
     )
@@ -332,7 +335,7 @@ def slow_scoring_scenario(model_dir: str) -> dict[str, Any]:
     )
     run = Running(daemon)
     wait_until(
-        lambda: daemon.worker is not None and daemon.worker.stats().windows_scored >= 10,
+        lambda: daemon.pipeline is not None and daemon.pipeline.worker.stats().windows_scored >= 10,
         30,
         "first windows",
     )
@@ -341,12 +344,12 @@ def slow_scoring_scenario(model_dir: str) -> dict[str, Any]:
         time.sleep(0.5)
         rss.append(_rss_bytes())
     run.stop()
-    assert daemon.worker is not None and daemon.ring is not None
-    stats = daemon.worker.stats()
-    windower = daemon.worker.windower
+    assert daemon.pipeline is not None
+    stats = daemon.pipeline.worker.stats()
+    windower = daemon.pipeline.lanes[0].windower
     return {
         "rss": rss,
-        "lost_frames": daemon.ring.lost_frames,
+        "lost_frames": daemon.pipeline.lanes[0].ring.lost_frames,
         "scored": stats.windows_scored,
         "skipped": stats.windows_skipped_lagging,
         "positions": (windower._last_end - windower.window_frames) // windower.hop_frames + 1,

@@ -9,6 +9,7 @@ from typing import Any
 
 from monitor.config import LabelSetConfig, MqttConfig, slugify
 from monitor.frames import Event
+from monitor.outputs.sink import HealthReport
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -107,3 +108,15 @@ def initial_state_messages(
         for s in label_sets
         for label in s.labels
     ]
+
+
+def health_message(report: HealthReport, topics: Topics) -> Message:
+    """The retained JSON on <prefix>/<device>/health."""
+    body = {
+        "state": report.state,
+        "detail": report.detail,
+        "source": report.source_id,
+        "time": iso_utc(report.time),
+        **report.counters,
+    }
+    return Message(topics.health, json.dumps(body, separators=(",", ":")), qos=1, retain=True)

@@ -1,0 +1,61 @@
+"""The small interface every output implements, so the pipeline never sees a protocol or a topic."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from monitor.frames import Event
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The monitor's health at one moment, for outputs that publish it."""
+
+    state: str  # "ok" or "degraded"
+    detail: str
+    source_id: str
+    time: datetime  # UTC
+    counters: Mapping[str, int]  # name -> value, in the order they are to be shown
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """How an output that talks to a remote end is doing."""
+
+    connected: bool
+    pending: int  # messages waiting for the remote end's acknowledgement
+    dropped: int  # messages given up on
+
+
+class Sink(ABC):
+    """An output: started once, handed every event and health report, stopped once.
+
+    publish_event and publish_health may be called from the scoring worker and from the
+    supervising thread; they must not block for long and must not raise because the far
+    end is away.
+    """
+
+    name: str
+
+    @abstractmethod
+    def start(self) -> None:
+        """Begin delivering (connect, announce availability); returns at once."""
+
+    @abstractmethod
+    def publish_event(self, event: Event) -> None:
+        """Deliver one event start or end."""
+
+    @abstractmethod
+    def publish_health(self, report: HealthReport) -> None:
+        """Deliver a health report (an output without a health channel ignores it)."""
+
+    @abstractmethod
+    def stop(self, timeout_seconds: float) -> None:
+        """Flush what can be flushed within `timeout_seconds`, announce going away, close."""
+
+    def delivery(self) -> DeliveryStats | None:
+        """Connection and backlog counters, or None for an output without a remote end."""
+        return None

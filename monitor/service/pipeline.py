@@ -1,0 +1,177 @@
+"""The running pipeline, built in one place: sources and their buffers, the worker, the outputs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from monitor.audio.ringbuffer import RingBuffer
+from monitor.audio.source import Source, StreamFormat
+from monitor.audio.windowing import Windower
+from monitor.config import Config, ModelConfig, SourceConfig
+from monitor.errors import ConfigError
+from monitor.outputs.fanout import FanOut
+from monitor.outputs.sink import Sink
+from monitor.pipeline.events import EventTracker
+from monitor.pipeline.scoring import build_scorers
+from monitor.pipeline.worker import ScoringObserver, ScoringWorker
+
+if TYPE_CHECKING:
+    from monitor.model.runner import ClapRunner
+
+log = logging.getLogger(__name__)
+
+SOURCE_STOP_TIMEOUT_SECONDS = 2.0
+BUILD_FAILED_STOP_SECONDS = 2.0  # outputs made before a failed build get this to close
+
+ModelLoader = Callable[[ModelConfig], "ClapRunner"]
+SourceFactory = Callable[[SourceConfig], Source]
+
+
+class PipelineObserver(ScoringObserver, Protocol):
+    """Told when audio starts to flow and about every batch scored (benchmarks, tests)."""
+
+    def on_streaming_started(self) -> None:
+        """The model is loaded, the outputs and the worker run; the sources start next."""
+
+
+def make_source(cfg: SourceConfig) -> Source:
+    """The source the config asks for (the capture module is imported only when needed)."""
+    if cfg.type == "microphone":
+        from monitor.audio.microphone import MicrophoneSource
+
+        return MicrophoneSource(cfg)
+    from monitor.audio.file import FileSource
+
+    return FileSource(cfg)
+
+
+def load_model(cfg: ModelConfig) -> ClapRunner:
+    """The configured checkpoint; torch is imported only here, after the outputs are built."""
+    from monitor.model.runner import load_clap
+
+    return load_clap(cfg)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One source and what it feeds: its ring buffer and the windows cut from it."""
+
+    config: SourceConfig
+    source: Source
+    stream_format: StreamFormat
+    ring: RingBuffer
+    windower: Windower
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Everything one run needs, built but not yet started."""
+
+    lanes: tuple[Lane, ...]
+    worker: ScoringWorker
+    outputs: FanOut
+
+    @property
+    def finished(self) -> bool:
+        """True once every source has delivered all it will."""
+        return all(lane.source.finished for lane in self.lanes)
+
+
+def build_outputs(config: Config) -> FanOut:
+    """The configured outputs; the MQTT one reads its password file here."""
+    sinks: list[Sink] = []
+    if config.mqtt.enabled:
+        from monitor.outputs.mqtt.sink import MqttSink
+
+        sinks.append(MqttSink(config.mqtt, config.label_sets))
+    if config.output.json_lines:
+        from monitor.outputs.jsonlines import JsonLinesSink
+
+        sinks.append(JsonLinesSink(config.mqtt.device_id))
+    if not sinks:
+        log.warning("mqtt and output.json_lines are both off: events go only to the log")
+    return FanOut(sinks)
+
+
+def build_pipeline(
+    config: Config,
+    *,
+    source_factory: SourceFactory = make_source,
+    model_loader: ModelLoader = load_model,
+    status: Callable[[str], object] | None = None,
+    observer: ScoringObserver | None = None,
+) -> Pipeline:
+    """Outputs first (a missing secret fails before the model loads), then the model and the
+    label sets, then each source opened with its ring buffer and windower, then the worker.
+
+    Nothing is started. `status` hears what is being done, for the service manager. When a
+    step fails, the sources and outputs already made are stopped again before the error
+    propagates.
+    """
+    if config.source is None:  # load_config(require_source=True) already refuses this
+        raise ConfigError("source: required key is missing")
+    source_configs = (config.source,)
+    outputs = build_outputs(config)
+    sources: list[Source] = []
+    try:
+        if status is not None:
+            status("loading model")
+        runner = model_loader(config.model)
+        scorers = build_scorers(config.label_sets, runner.embed_text, runner.logit_scale)
+        lanes = []
+        for source_cfg in source_configs:
+            source = source_factory(source_cfg)
+            sources.append(source)
+            lanes.append(_open_lane(config, source_cfg, source))
+        tracker = EventTracker(config.events.cooldown_seconds, config.events.hold_seconds)
+        worker = ScoringWorker(
+            lanes[0].windower,
+            runner,
+            scorers,
+            tracker,
+            outputs.publish_events,
+            lambda: all(made.finished for made in sources),
+            max_batch=config.model.max_batch,
+            min_dbfs=config.window.min_dbfs,
+            observer=observer,
+        )
+    except BaseException:
+        for made in sources:
+            stop_source(made)
+        outputs.stop(BUILD_FAILED_STOP_SECONDS)
+        raise
+    return Pipeline(tuple(lanes), worker, outputs)
+
+
+def _open_lane(config: Config, source_cfg: SourceConfig, source: Source) -> Lane:
+    fmt = source.open()
+    ring = RingBuffer(
+        max(1, round(source_cfg.buffer_seconds * fmt.sample_rate_hz)),
+        fmt.channels,
+        fmt.sample_rate_hz,
+    )
+    windower = Windower(
+        ring,
+        source.source_id,
+        config.window.seconds,
+        config.window.hop_seconds,
+        catch_up=source_cfg.lossless,
+    )
+    return Lane(source_cfg, source, fmt, ring, windower)
+
+
+def stop_source(source: Source) -> None:
+    """source.stop() in a helper thread: a driver that hangs on close cannot hang us."""
+    stopper = threading.Thread(target=source.stop, name="source-stop", daemon=True)
+    stopper.start()
+    stopper.join(SOURCE_STOP_TIMEOUT_SECONDS)
+    if stopper.is_alive():
+        log.error(
+            "source %s did not stop within %.0f s; abandoned to a background thread",
+            source.source_id,
+            SOURCE_STOP_TIMEOUT_SECONDS,
+        )
