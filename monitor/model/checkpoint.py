@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -48,42 +47,6 @@ def identity_of(cfg: ModelConfig) -> CheckpointIdentity | None:
     """The checkpoint's cache identity, if its files are on this machine (no network)."""
     directory = locate_checkpoint(cfg.name, cfg.revision)
     return None if directory is None else checkpoint_identity(cfg.name, cfg.revision, directory)
-
-
-def read_logit_scale(directory: Path) -> float:
-    """exp(logit_scale_a) of the checkpoint in `directory`, read from its weights file without
-    building the model (the audio tower alone does not hold it). KeyError if absent."""
-    import torch
-
-    key = "logit_scale_a"
-    single = directory / "model.safetensors"
-    index = directory / "model.safetensors.index.json"
-    if single.is_file() or index.is_file():
-        path = single
-        if not single.is_file():
-            path = directory / json.loads(index.read_text(encoding="utf-8"))["weight_map"][key]
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as weights:
-            value = weights.get_tensor(key)
-    else:
-        state = torch.load(
-            directory / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True
-        )
-        value = state[key]
-    # exp in float32 by torch, exactly as ClapModel computes the pipeline's logit scale.
-    return float(value.float().exp().reshape(-1)[0])
-
-
-def logit_scale(cfg: ModelConfig, directory: Path) -> float:
-    """read_logit_scale, or ModelError saying the checkpoint is not a CLAP one."""
-    try:
-        return read_logit_scale(directory)
-    except (KeyError, OSError, ValueError) as err:
-        raise ModelError(
-            f"cannot load CLAP model {cfg.name!r}: no logit_scale_a in its weights ({err!r}); "
-            "is it a CLAP checkpoint?"
-        ) from err
 
 
 def check_complete(cfg: ModelConfig, tower: str, info: dict[str, Any]) -> None:

@@ -29,16 +29,22 @@ from monitor.model.checkpoint import (
     check_complete,
     identity_of,
     load_error_message,
-    logit_scale,
     resolve_source,
     revision_of,
 )
 from monitor.model.embedcache import CachedTextEmbedder, EmbeddingCache, checkpoint_identity
-from monitor.model.features import MelSettings, StreamingMel, TorchMelFeatures, check_window
+from monitor.model.features import MelSettings, StreamingMel, check_window
 from monitor.model.helper import HelperTextEncoder, run_torch_helper
 from monitor.model.kernels import register_onednn_linear
 from monitor.model.runtime import prepare_for_inference
-from monitor.model.tower import mel_settings, normalised_tower, prepared_tower, quiet_transformers
+from monitor.model.torch_features import TorchMelFeatures
+from monitor.model.tower import (
+    logit_scale,
+    mel_settings,
+    normalised_tower,
+    prepared_tower,
+    quiet_transformers,
+)
 
 logger = logging.getLogger(__name__)
 

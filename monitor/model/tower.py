@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -114,3 +115,39 @@ def mel_settings(extractor: Any) -> MelSettings | None:
     except ValueError as err:
         logger.info("features by the checkpoint's own extractor: %s", err)
         return None
+
+
+def read_logit_scale(directory: Path) -> float:
+    """exp(logit_scale_a) of the checkpoint in `directory`, read from its weights file without
+    building the model (the audio tower alone does not hold it). KeyError if absent."""
+    import torch
+
+    key = "logit_scale_a"
+    single = directory / "model.safetensors"
+    index = directory / "model.safetensors.index.json"
+    if single.is_file() or index.is_file():
+        path = single
+        if not single.is_file():
+            path = directory / json.loads(index.read_text(encoding="utf-8"))["weight_map"][key]
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as weights:
+            value = weights.get_tensor(key)
+    else:
+        state = torch.load(
+            directory / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True
+        )
+        value = state[key]
+    # exp in float32 by torch, exactly as ClapModel computes the pipeline's logit scale.
+    return float(value.float().exp().reshape(-1)[0])
+
+
+def logit_scale(cfg: ModelConfig, directory: Path) -> float:
+    """read_logit_scale, or ModelError saying the checkpoint is not a CLAP one."""
+    try:
+        return read_logit_scale(directory)
+    except (KeyError, OSError, ValueError) as err:
+        raise ModelError(
+            f"cannot load CLAP model {cfg.name!r}: no logit_scale_a in its weights ({err!r}); "
+            "is it a CLAP checkpoint?"
+        ) from err

@@ -21,7 +21,7 @@ from monitor.model.artefacts import (
     graph_file_names,
     onnx_file_names,
 )
-from monitor.model.checkpoint import checkpoint_dir, logit_scale, resolve_source
+from monitor.model.checkpoint import checkpoint_dir, resolve_source
 from monitor.model.embedcache import (
     EmbeddingCache,
     checkpoint_identity,
@@ -29,7 +29,13 @@ from monitor.model.embedcache import (
     write_json_atomic,
 )
 from monitor.model.features import MelSettings
-from monitor.model.tower import load_audio_tower, mel_settings, normalised_tower, prepared_tower
+from monitor.model.tower import (
+    load_audio_tower,
+    logit_scale,
+    mel_settings,
+    normalised_tower,
+    prepared_tower,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from monitor.model.checkpoint import read_logit_scale
+from monitor.model.tower import read_logit_scale
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,12 @@ from monitor.model.features import (
     MelSettings,
     NumpyMelFeatures,
     StreamingMel,
-    TorchMelFeatures,
     check_window,
     hann_window,
     pad_windows,
     slaney_mel_filters,
 )
+from monitor.model.torch_features import TorchMelFeatures
 from tests.support.streams import stream_audio, stream_windows
 from tests.support.tiny_clap import FEATURE_EXTRACTOR_SETTINGS
 
