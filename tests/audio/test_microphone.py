@@ -31,24 +31,16 @@ from tests.support.virtual_audio import (
     require_alsa_plugin,
     write_tone_wav,
 )
+from tests.support.waiting import WAIT_SECONDS, wait_until
 
 TONE_HZ = 1000.0
 BLOCK_SECONDS = 0.05
-WAIT_SECONDS = 20.0  # generous: a loaded 2-core CI box
 
 
 def _mic(**fields: object) -> MicrophoneSourceConfig:
     return MicrophoneSourceConfig.model_validate(
         {"type": "microphone", "block_seconds": BLOCK_SECONDS, **fields}
     )
-
-
-def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def _rms_of_newest(ring: RingBuffer, frames: int) -> float:
@@ -172,7 +164,7 @@ def test_captures_a_tone_in_real_time(
     source.start(ring)
     pulse_in_process.play(write_tone_wav(tmp_path / "tone.wav", TONE_HZ, seconds=8.0))
 
-    _wait_until(lambda: _rms_of_newest(ring, rate_hz // 10) > 0.1, "the tone to arrive")
+    wait_until(lambda: _rms_of_newest(ring, rate_hz // 10) > 0.1, "the tone to arrive")
     start_index, start_monotonic = ring.written_frames, time.monotonic()
     start_time = ring.time_of(start_index)
     assert ring.wait_for_data(start_index + round(1.5 * rate_hz), timeout=WAIT_SECONDS)
@@ -313,7 +305,7 @@ def test_device_that_disappears_sets_error(
 
     pulse_in_process.stop_server()
 
-    _wait_until(lambda: source.error is not None, "the source to report the lost device")
+    wait_until(lambda: source.error is not None, "the source to report the lost device")
     assert isinstance(source.error, SourceError)
     assert "stopped unexpectedly" in str(source.error)
     began = time.monotonic()
@@ -444,7 +436,7 @@ def test_file_device_delivers_the_files_samples_in_order(
     ring = _KeepFirstFrames(4 * frames, 2, 16000, keep=keep)
 
     source.start(ring)
-    _wait_until(lambda: ring.kept == keep, "the file's frames and some after it")
+    wait_until(lambda: ring.kept == keep, "the file's frames and some after it")
     source.stop()
 
     np.testing.assert_array_equal(ring.first[:frames, 0], ramp)
@@ -464,7 +456,7 @@ def test_unread_small_ring_counts_lost_frames(
     ring = RingBuffer(capacity, 1, 16000)
 
     source.start(ring)
-    _wait_until(lambda: ring.written_frames >= 50 * capacity, "the ring to be lapped")
+    wait_until(lambda: ring.written_frames >= 50 * capacity, "the ring to be lapped")
     source.stop()
 
     written = ring.written_frames

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from monitor.offline.classify import (
 )
 from monitor.offline.common import adhoc_label_set
 from monitor.pipeline.scoring import build_scorers
+from tests.support.audio import write_clip
+from tests.support.processes import monitor_command
 
 RATE_HZ = 48000
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +60,8 @@ def _signal(seconds: float, rate_hz: int = RATE_HZ, channels: int = 1, seed: int
 def _write(
     path: Path, seconds: float, rate_hz: int = RATE_HZ, channels: int = 1, **kw: Any
 ) -> Path:
-    sf.write(path, _signal(seconds, rate_hz, channels, seed=kw.pop("seed", 0)), rate_hz, **kw)
-    return path
+    signal = functools.partial(_signal, seed=kw.pop("seed", 0))
+    return write_clip(path, seconds, rate_hz, channels, signal=signal, **kw)
 
 
 def classify(argv: Sequence[str | Path]) -> tuple[int, str, str]:
@@ -75,11 +77,6 @@ def classify_json(argv: Sequence[str | Path], expected_code: int = EXIT_OK) -> d
     assert code == expected_code, err
     document: dict[str, Any] = json.loads(out)
     return document
-
-
-def monitor_command() -> list[str]:
-    script = Path(sys.executable).with_name("audio-monitor")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
 
 
 def classify_subprocess(argv: Sequence[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -29,11 +29,11 @@ from monitor.outputs.mqtt.publisher import (
     resolve_password_path,
 )
 from tests.support.broker import Broker, ReceivedMessage, Subscriber, read_retained
+from tests.support.waiting import WAIT_SECONDS, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATUS = "am-test/test/status"
 DATA = "am-test/test/data"
-WAIT_SECONDS = 20.0
 SECRET = "s3cret-Pa55word"
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,6 @@ def make_publisher() -> Iterator[Callable[..., MqttPublisher]]:
     yield make
     for publisher in publishers:
         publisher.stop(timeout_seconds=1.0)
-
-
-def wait_until(
-    condition: Callable[[], bool], what: str, timeout_seconds: float = WAIT_SECONDS
-) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_seconds} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def unique_payloads(messages: list[ReceivedMessage], topic: str = DATA) -> set[str]:
