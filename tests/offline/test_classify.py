@@ -19,9 +19,9 @@ import soundfile as sf
 import yaml
 
 from monitor.cli import main
-from monitor.config import ModelConfig, load_config
+from monitor.config import load_config
 from monitor.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from monitor.model.torch_backend import ClapRunner, load_clap
+from monitor.model.torch_backend import ClapRunner
 from monitor.offline.classify import (
     CSV_COLUMNS,
     SILENCE_MESSAGE,
@@ -121,11 +121,6 @@ def write_config(tmp_path: Path, model_dir: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
 
 
 # ---------------------------------------------------------------------------------------------
