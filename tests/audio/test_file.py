@@ -79,6 +79,7 @@ def test_unpaced_replay_waits_for_a_slow_reader(tmp_path: Path) -> None:
     assert ring.lost_frames == 0
 
 
+@pytest.mark.slow
 def test_paced_replay_runs_in_real_time(tmp_path: Path) -> None:
     path = tmp_path / "clip.wav"
     write_clip(path, 1.0, 8000, 1, signal=noise)

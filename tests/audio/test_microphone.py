@@ -372,6 +372,7 @@ def test_more_channels_than_the_device_has_gives_one_line_error(tmp_path: Path) 
     assert "'ammono' at 16000 Hz: 2 channels configured but the device has 1" in message
 
 
+@pytest.mark.slow
 def test_missing_portaudio_library_says_what_to_install() -> None:
     # A fresh interpreter in which the dynamic loader finds no libportaudio, as on a system
     # without the libportaudio2 package (the sounddevice wheel does not bundle it on Linux).

@@ -92,6 +92,7 @@ def test_the_filter_is_scipys_firwin() -> None:
         np.testing.assert_allclose(lowpass_taps(count, cutoff), expected, rtol=0, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_resampling_does_not_import_scipy() -> None:
     import subprocess
     import sys

@@ -253,6 +253,7 @@ def test_microphone_source_end_to_end(
     assert "44100 Hz" in stderr
 
 
+@pytest.mark.slow
 def test_unusable_model_exits_75_in_one_line(
     tmp_path: Path, run_monitor: Callable[..., subprocess.Popen[str]]
 ) -> None:
