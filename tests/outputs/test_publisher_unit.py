@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -107,3 +108,44 @@ def test_relative_password_file_without_credentials_directory_is_relative_to_cwd
     cfg = MqttConfig(host="127.0.0.1", device_id="test", username="u", password_file=Path("pw"))
     with pytest.raises(ConfigError, match=r"^mqtt\.password_file: cannot read pw: "):
         MqttPublisher(cfg, STATUS)
+
+
+class DelayRecorder:
+    """Stands in for paho's client where the publisher sets the wait before the next attempt."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def reconnect_delay_set(self, min_delay: float, max_delay: float) -> None:
+        assert min_delay == max_delay  # one fixed wait: paho's own doubling stays off
+        self.delays.append(min_delay)
+
+
+def test_each_attempt_sets_one_jittered_capped_wait_and_a_connection_starts_over() -> None:
+    cfg = MqttConfig(
+        host="127.0.0.1",
+        device_id="test",
+        reconnect_min_seconds=0.2,
+        reconnect_max_seconds=1.0,
+        outbox=OutboxConfig(enabled=False),
+    )
+    publisher = MqttPublisher(cfg, STATUS)
+    client = DelayRecorder()
+    publisher._on_pre_connect(client, None)
+    publisher._on_connect_fail(client, None)
+    # paho waits twice after a failed very first attempt, so that wait is halved.
+    assert 0.05 <= client.delays[-1] <= 0.1
+    for _ in range(5):
+        publisher._on_pre_connect(client, None)
+    # After the n-th failure in a row: 50-100 % of min(0.2 * 2 ** (n - 1), 1.0).
+    for base, delay in zip([0.4, 0.8, 1.0, 1.0, 1.0], client.delays[-5:], strict=True):
+        assert base / 2 <= delay <= base
+    assert publisher.stats().connect_attempts == 6
+    assert len(publisher.connect_attempt_times()) == 6
+
+    publisher._on_connect(client, None, None, SimpleNamespace(is_failure=False), None)
+    assert publisher.stats().connects == 1
+    assert 0.1 <= client.delays[-1] <= 0.2  # a connection lost later is retried quickly
+    publisher._on_pre_connect(client, None)
+    assert 0.1 <= client.delays[-1] <= 0.2  # and the doubling starts again from the minimum
+    publisher.stop()
