@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from monitor.audio.microphone import (
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.config import MicrophoneSourceConfig
 from monitor.errors import SourceError
+from tests.support.processes import run_python
 from tests.support.virtual_audio import (
     FILE_PADDING_FRAMES,
     AlsaFileDevice,
@@ -236,14 +235,8 @@ def test_a_child_process_captures_with_the_fixture_env(
     # "default" and "pulse" all capture what the sink plays.
     pulse_null_sink.play(write_tone_wav(tmp_path / "tone.wav", TONE_HZ, seconds=30.0))
 
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD_CAPTURE, json.dumps([None, "default", "pulse"])],
-        env=pulse_null_sink.env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    child = run_python(
+        _CHILD_CAPTURE, json.dumps([None, "default", "pulse"]), env=pulse_null_sink.env
     )
 
     assert child.returncode == 0, child.stderr
@@ -387,14 +380,7 @@ def test_missing_portaudio_library_says_what_to_install() -> None:
         "    print(err)\n"
     )
 
-    child = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    child = run_python(script, timeout_seconds=60)
 
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith("cannot load the PortAudio library")

@@ -17,6 +17,7 @@ from monitor.audio.resample import (
     resampler,
 )
 from tests.support.audio import tone
+from tests.support.processes import run_python
 
 RATES_HZ = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 88200, 96000, 192000]
 
@@ -94,18 +95,13 @@ def test_the_filter_is_scipys_firwin() -> None:
 
 @pytest.mark.slow
 def test_resampling_does_not_import_scipy() -> None:
-    import subprocess
-    import sys
-
     script = (
         "import sys, numpy as np\n"
         "from monitor.audio.resample import resample_to\n"
         "resample_to(np.ones(44100, np.float32), 44100)\n"
         "print('scipy' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = run_python(script, timeout_seconds=60, check=True)
     assert done.stdout.strip() == "False"
 
 

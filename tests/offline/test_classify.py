@@ -37,10 +37,9 @@ from monitor.offline.classify import (
 from monitor.offline.common import adhoc_label_set
 from monitor.pipeline.scoring import build_scorers
 from tests.support.audio import write_clip
-from tests.support.processes import monitor_command
+from tests.support.processes import REPO_ROOT, monitor_command
 
 RATE_HZ = 48000
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TWO_LABELS = ["dog barking", "glass breaking"]
 FIVE_LABELS = ["dog barking", "cat meowing", "smoke alarm", "baby crying", "knock on the door"]
 

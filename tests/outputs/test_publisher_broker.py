@@ -104,6 +104,17 @@ def spawn_child(tmp_path: Path) -> Iterator[Callable[..., ChildPublisher]]:
         child.close()
 
 
+@pytest.fixture
+def persistent_broker(
+    broker_factory: Callable[..., Broker], mqtt_subscriber: Callable[..., Subscriber]
+) -> tuple[Broker, Subscriber]:
+    """A broker that keeps sessions across its restarts, and a subscriber to am-test/# with
+    such a session: the broker queues what it misses while reconnecting late."""
+    broker = broker_factory(persistence=True)
+    subscriber = mqtt_subscriber(broker, "am-test/#", client_id="sub", clean_session=False)
+    return broker, subscriber
+
+
 def received_ids(subscriber: Subscriber) -> set[str]:
     return {json.loads(m.payload)["id"] for m in subscriber.messages(DATA)}
 
@@ -118,6 +129,20 @@ def wait_for_ids(subscriber: Subscriber, expected: set[str]) -> None:
 
 def message_files(directory: Path) -> list[Path]:
     return sorted(directory.rglob("*.msg"))
+
+
+@pytest.fixture
+def online_child(
+    mosquitto: Broker,
+    mqtt_subscriber: Callable[..., Subscriber],
+    spawn_child: Callable[..., ChildPublisher],
+    tmp_path: Path,
+) -> tuple[Subscriber, ChildPublisher]:
+    """A child publisher online at `mosquitto`, and a subscriber to its status topic."""
+    subscriber = mqtt_subscriber(mosquitto, CHILD_STATUS)
+    child = spawn_child(child_settings(mosquitto, tmp_path / "outbox"))
+    mosquitto.wait_for_retained(CHILD_STATUS, "online")
+    return subscriber, child
 
 
 def seconds_until_the_will(subscriber: Subscriber, child: ChildPublisher, signum: int) -> float:
@@ -135,14 +160,9 @@ def seconds_until_the_will(subscriber: Subscriber, child: ChildPublisher, signum
 
 @pytest.mark.slow
 def test_last_will_marks_a_killed_monitor_offline_within_the_keepalive(
-    mosquitto: Broker,
-    mqtt_subscriber: Callable[..., Subscriber],
-    spawn_child: Callable[..., ChildPublisher],
-    tmp_path: Path,
+    mosquitto: Broker, online_child: tuple[Subscriber, ChildPublisher]
 ) -> None:
-    subscriber = mqtt_subscriber(mosquitto, CHILD_STATUS)
-    child = spawn_child(child_settings(mosquitto, tmp_path / "outbox"))
-    mosquitto.wait_for_retained(CHILD_STATUS, "online")
+    subscriber, child = online_child
     # No DISCONNECT, no "offline" from the monitor: the broker must fire the Will.
     seconds_to_offline = seconds_until_the_will(subscriber, child, signal.SIGKILL)
     log.info("kill -9 -> offline in %.2f s", seconds_to_offline)
@@ -152,16 +172,11 @@ def test_last_will_marks_a_killed_monitor_offline_within_the_keepalive(
 
 @pytest.mark.slow
 def test_frozen_monitor_goes_offline_within_one_and_a_half_keepalives_then_online_again(
-    mosquitto: Broker,
-    mqtt_subscriber: Callable[..., Subscriber],
-    spawn_child: Callable[..., ChildPublisher],
-    tmp_path: Path,
+    mosquitto: Broker, online_child: tuple[Subscriber, ChildPublisher]
 ) -> None:
     # SIGSTOP keeps the TCP connection open but silent, like a hung host or a dead Wi-Fi
     # link: only the keepalive can tell the broker that the monitor is gone.
-    subscriber = mqtt_subscriber(mosquitto, CHILD_STATUS)
-    child = spawn_child(child_settings(mosquitto, tmp_path / "outbox"))
-    mosquitto.wait_for_retained(CHILD_STATUS, "online")
+    subscriber, child = online_child
     try:
         seconds_to_offline = seconds_until_the_will(subscriber, child, signal.SIGSTOP)
     finally:
@@ -213,14 +228,12 @@ def test_clean_stop_delivers_queued_messages_and_retains_offline(
 
 @pytest.mark.slow
 def test_messages_published_while_broker_absent_arrive_when_it_starts(
-    broker_factory: Callable[..., Broker],
-    mqtt_subscriber: Callable[..., Subscriber],
+    persistent_broker: tuple[Broker, Subscriber],
     make_publisher: Callable[..., MqttPublisher],
 ) -> None:
     # A persistent session lets the broker queue messages for the subscriber across its
     # own restart, so the subscriber cannot miss messages by reconnecting late.
-    broker = broker_factory(persistence=True)
-    subscriber = mqtt_subscriber(broker, "am-test/#", client_id="sub-absent", clean_session=False)
+    broker, subscriber = persistent_broker
     broker.stop()
 
     publisher = make_publisher(make_config(broker))
@@ -244,12 +257,10 @@ def test_messages_published_while_broker_absent_arrive_when_it_starts(
 
 @pytest.mark.slow
 def test_broker_restart_loses_nothing_and_restores_online(
-    broker_factory: Callable[..., Broker],
-    mqtt_subscriber: Callable[..., Subscriber],
+    persistent_broker: tuple[Broker, Subscriber],
     make_publisher: Callable[..., MqttPublisher],
 ) -> None:
-    broker = broker_factory(persistence=True)
-    subscriber = mqtt_subscriber(broker, "am-test/#", client_id="sub-restart", clean_session=False)
+    broker, subscriber = persistent_broker
     publisher = make_publisher(make_config(broker))
     publisher.start()
     broker.wait_for_retained(STATUS, "online")
@@ -309,13 +320,11 @@ def test_broker_restart_loses_nothing_and_restores_online(
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_monitor_restarted_during_an_outage_delivers_every_detection(
     how: str,
-    broker_factory: Callable[..., Broker],
-    mqtt_subscriber: Callable[..., Subscriber],
+    persistent_broker: tuple[Broker, Subscriber],
     spawn_child: Callable[..., ChildPublisher],
     tmp_path: Path,
 ) -> None:
-    broker = broker_factory(persistence=True)
-    subscriber = mqtt_subscriber(broker, "am-test/#", client_id=f"sub-{how}", clean_session=False)
+    broker, subscriber = persistent_broker
     outbox = tmp_path / "outbox"
     settings = child_settings(broker, outbox)
     first = spawn_child(settings)
@@ -367,14 +376,12 @@ def test_monitor_restarted_during_an_outage_delivers_every_detection(
 
 @pytest.mark.slow
 def test_stop_with_the_broker_down_keeps_the_outbox_for_the_next_start(
-    broker_factory: Callable[..., Broker],
-    mqtt_subscriber: Callable[..., Subscriber],
+    persistent_broker: tuple[Broker, Subscriber],
     make_publisher: Callable[..., MqttPublisher],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    broker = broker_factory(persistence=True)
-    subscriber = mqtt_subscriber(broker, "am-test/#", client_id="sub-stop", clean_session=False)
+    broker, subscriber = persistent_broker
     broker.stop()
     cfg = make_config(broker, outbox=OutboxConfig(directory=tmp_path / "outbox"))
     first = make_publisher(cfg)
@@ -408,12 +415,10 @@ def test_stop_with_the_broker_down_keeps_the_outbox_for_the_next_start(
 
 @pytest.mark.slow
 def test_outbox_holds_what_does_not_fit_in_memory_and_sends_it_in_order(
-    broker_factory: Callable[..., Broker],
-    mqtt_subscriber: Callable[..., Subscriber],
+    persistent_broker: tuple[Broker, Subscriber],
     make_publisher: Callable[..., MqttPublisher],
 ) -> None:
-    broker = broker_factory(persistence=True)
-    subscriber = mqtt_subscriber(broker, "am-test/#", client_id="sub-spill", clean_session=False)
+    broker, subscriber = persistent_broker
     broker.stop()
     publisher = make_publisher(make_config(broker, max_queued_messages=5))
     publisher.start()
@@ -656,12 +661,10 @@ def attempt_gaps(publisher: MqttPublisher) -> list[float]:
 
 @pytest.mark.slow
 def test_absent_broker_is_retried_with_growing_jittered_capped_delays(
-    broker_factory: Callable[..., Broker],
-    mqtt_subscriber: Callable[..., Subscriber],
+    persistent_broker: tuple[Broker, Subscriber],
     make_publisher: Callable[..., MqttPublisher],
 ) -> None:
-    broker = broker_factory(persistence=True)
-    subscriber = mqtt_subscriber(broker, "am-test/#", client_id="sub-backoff", clean_session=False)
+    broker, subscriber = persistent_broker
     broker.stop()
     min_seconds, max_seconds = 0.1, 0.8
     cfg = make_config(broker, reconnect_min_seconds=min_seconds, reconnect_max_seconds=max_seconds)

@@ -14,9 +14,8 @@ from typing import Any
 
 from tests.support.broker import Broker
 from tests.support.mqtt import DATA, publisher_settings
+from tests.support.processes import REPO_ROOT
 from tests.support.waiting import WAIT_SECONDS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A monitor in its own process, driven over stdin: "pub <prefix> <count>" publishes detections
 # {"id": "<prefix><i>"}; "stats" prints PublisherStats as JSON; SIGTERM runs stop().
