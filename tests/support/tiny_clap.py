@@ -1,4 +1,4 @@
-"""A tiny random CLAP checkpoint (real transformers files, unfused architecture), built once."""
+"""A tiny random CLAP checkpoint (real transformers files), built once, and its runner."""
 
 from __future__ import annotations
 
