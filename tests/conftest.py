@@ -1,4 +1,4 @@
-"""Shared fixtures: real broker, virtual audio devices, tiny CLAP checkpoint, private caches."""
+"""Shared fixtures (real broker, virtual audio, tiny CLAP checkpoint, private caches); slow tier."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ pytest_plugins = [
     "tests.support.virtual_audio",
     "tests.support.tiny_clap",
 ]
+
+# Fixtures that make every test using them slow: the tiny checkpoint means importing torch
+# and transformers and loading a model; a private PulseAudio server is a daemon per test
+# and real-time capture.
+SLOW_FIXTURES = frozenset({"tiny_clap_dir", "pulse_null_sink"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` the tests that use a SLOW_FIXTURES fixture, directly or through another."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")

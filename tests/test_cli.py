@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from monitor import __version__
+
+# Every test here starts the command line in a fresh interpreter.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -152,6 +152,7 @@ def test_broken_config_fails_in_one_line(case: str, tmp_path: Path) -> None:
     assert expected in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["threshold 1.5", "duplicate label", "window 12 s"])
 def test_check_config_cli_exit_78(case: str, tmp_path: Path) -> None:
     text, expected = BROKEN[case]
@@ -165,18 +166,21 @@ def test_check_config_cli_exit_78(case: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_check_config_cli_missing_file(tmp_path: Path) -> None:
     result = cli("check-config", str(tmp_path / "nope.yaml"))
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.strip() == f"audio-monitor: error: {tmp_path / 'nope.yaml'}: no such file"
 
 
+@pytest.mark.slow
 def test_check_config_cli_accepts_example() -> None:
     result = cli("check-config", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
 
 
+@pytest.mark.slow
 def test_run_refuses_bad_config_before_opening_anything(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     # A valid shape pointing at a broker port nothing listens on, but one bad value: the run

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Config, parse_config
 from monitor.errors import ConfigError
+
+# Hundreds of generated configs per test: seconds each.
+pytestmark = pytest.mark.slow
 
 KEYS = [
     "model", "name", "source", "type", "microphone", "file", "path", "device", "window",

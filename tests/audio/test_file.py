@@ -14,15 +14,7 @@ from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower
 from monitor.config import FileSourceConfig
 from monitor.errors import SourceError
-
-
-def write_clip(
-    path: Path, rate_hz: int, seconds: float, channels: int = 1, **kw: str
-) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    data = (0.1 * rng.standard_normal((round(rate_hz * seconds), channels))).astype(np.float32)
-    sf.write(path, data, rate_hz, **kw)
-    return data
+from tests.support.audio import noise, write_clip
 
 
 def run_until_finished(source: FileSource, ring: RingBuffer, timeout_seconds: float) -> None:
@@ -47,7 +39,8 @@ def test_unpaced_replay_delivers_every_frame(
     tmp_path: Path, suffix: str, kw: dict[str, str], atol: float | None
 ) -> None:
     path = tmp_path / f"clip{suffix}"
-    data = write_clip(path, 16000, 3.0, channels=2, **kw)
+    write_clip(path, 3.0, 16000, 2, signal=noise, **kw)
+    data = noise(3.0, 16000, 2)
     source = FileSource(FileSourceConfig(type="file", path=path, realtime=False))
     fmt = source.open()
     assert (fmt.sample_rate_hz, fmt.channels) == (16000, 2)
@@ -65,7 +58,7 @@ def test_unpaced_replay_delivers_every_frame(
 
 def test_unpaced_replay_waits_for_a_slow_reader(tmp_path: Path) -> None:
     path = tmp_path / "long.wav"
-    write_clip(path, 8000, 20.0)
+    write_clip(path, 20.0, 8000, 1, signal=noise)
     source = FileSource(FileSourceConfig(type="file", path=path, realtime=False, buffer_seconds=3))
     source.open()
     ring = RingBuffer(8000 * 3, 1, 8000)
@@ -86,9 +79,10 @@ def test_unpaced_replay_waits_for_a_slow_reader(tmp_path: Path) -> None:
     assert ring.lost_frames == 0
 
 
+@pytest.mark.slow
 def test_paced_replay_runs_in_real_time(tmp_path: Path) -> None:
     path = tmp_path / "clip.wav"
-    write_clip(path, 8000, 1.0)
+    write_clip(path, 1.0, 8000, 1, signal=noise)
     source = FileSource(FileSourceConfig(type="file", path=path, realtime=True))
     source.open()
     ring = RingBuffer(8000 * 5, 1, 8000)
@@ -102,7 +96,7 @@ def test_paced_replay_runs_in_real_time(tmp_path: Path) -> None:
 
 def test_loop_restarts_until_stopped(tmp_path: Path) -> None:
     path = tmp_path / "clip.wav"
-    write_clip(path, 8000, 0.5)
+    write_clip(path, 0.5, 8000, 1, signal=noise)
     source = FileSource(FileSourceConfig(type="file", path=path, realtime=False, loop=True))
     source.open()
     ring = RingBuffer(8000 * 2, 1, 8000)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from monitor.audio.microphone import (
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.config import MicrophoneSourceConfig
 from monitor.errors import SourceError
+from tests.support.processes import run_python
 from tests.support.virtual_audio import (
     FILE_PADDING_FRAMES,
     AlsaFileDevice,
@@ -31,24 +30,16 @@ from tests.support.virtual_audio import (
     require_alsa_plugin,
     write_tone_wav,
 )
+from tests.support.waiting import WAIT_SECONDS, wait_until
 
 TONE_HZ = 1000.0
 BLOCK_SECONDS = 0.05
-WAIT_SECONDS = 20.0  # generous: a loaded 2-core CI box
 
 
 def _mic(**fields: object) -> MicrophoneSourceConfig:
     return MicrophoneSourceConfig.model_validate(
         {"type": "microphone", "block_seconds": BLOCK_SECONDS, **fields}
     )
-
-
-def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def _rms_of_newest(ring: RingBuffer, frames: int) -> float:
@@ -172,7 +163,7 @@ def test_captures_a_tone_in_real_time(
     source.start(ring)
     pulse_in_process.play(write_tone_wav(tmp_path / "tone.wav", TONE_HZ, seconds=8.0))
 
-    _wait_until(lambda: _rms_of_newest(ring, rate_hz // 10) > 0.1, "the tone to arrive")
+    wait_until(lambda: _rms_of_newest(ring, rate_hz // 10) > 0.1, "the tone to arrive")
     start_index, start_monotonic = ring.written_frames, time.monotonic()
     start_time = ring.time_of(start_index)
     assert ring.wait_for_data(start_index + round(1.5 * rate_hz), timeout=WAIT_SECONDS)
@@ -244,14 +235,8 @@ def test_a_child_process_captures_with_the_fixture_env(
     # "default" and "pulse" all capture what the sink plays.
     pulse_null_sink.play(write_tone_wav(tmp_path / "tone.wav", TONE_HZ, seconds=30.0))
 
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD_CAPTURE, json.dumps([None, "default", "pulse"])],
-        env=pulse_null_sink.env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    child = run_python(
+        _CHILD_CAPTURE, json.dumps([None, "default", "pulse"]), env=pulse_null_sink.env
     )
 
     assert child.returncode == 0, child.stderr
@@ -313,7 +298,7 @@ def test_device_that_disappears_sets_error(
 
     pulse_in_process.stop_server()
 
-    _wait_until(lambda: source.error is not None, "the source to report the lost device")
+    wait_until(lambda: source.error is not None, "the source to report the lost device")
     assert isinstance(source.error, SourceError)
     assert "stopped unexpectedly" in str(source.error)
     began = time.monotonic()
@@ -380,6 +365,7 @@ def test_more_channels_than_the_device_has_gives_one_line_error(tmp_path: Path) 
     assert "'ammono' at 16000 Hz: 2 channels configured but the device has 1" in message
 
 
+@pytest.mark.slow
 def test_missing_portaudio_library_says_what_to_install() -> None:
     # A fresh interpreter in which the dynamic loader finds no libportaudio, as on a system
     # without the libportaudio2 package (the sounddevice wheel does not bundle it on Linux).
@@ -394,14 +380,7 @@ def test_missing_portaudio_library_says_what_to_install() -> None:
         "    print(err)\n"
     )
 
-    child = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    child = run_python(script, timeout_seconds=60)
 
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith("cannot load the PortAudio library")
@@ -444,7 +423,7 @@ def test_file_device_delivers_the_files_samples_in_order(
     ring = _KeepFirstFrames(4 * frames, 2, 16000, keep=keep)
 
     source.start(ring)
-    _wait_until(lambda: ring.kept == keep, "the file's frames and some after it")
+    wait_until(lambda: ring.kept == keep, "the file's frames and some after it")
     source.stop()
 
     np.testing.assert_array_equal(ring.first[:frames, 0], ramp)
@@ -464,7 +443,7 @@ def test_unread_small_ring_counts_lost_frames(
     ring = RingBuffer(capacity, 1, 16000)
 
     source.start(ring)
-    _wait_until(lambda: ring.written_frames >= 50 * capacity, "the ring to be lapped")
+    wait_until(lambda: ring.written_frames >= 50 * capacity, "the ring to be lapped")
     source.stop()
 
     written = ring.written_frames

@@ -16,6 +16,8 @@ from monitor.audio.resample import (
     resample_to,
     resampler,
 )
+from tests.support.audio import tone
+from tests.support.processes import run_python
 
 RATES_HZ = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 88200, 96000, 192000]
 
@@ -60,9 +62,7 @@ def test_any_length_and_rate_pair_equals_resample_poly(
 
 def test_a_tone_keeps_its_frequency_and_level() -> None:
     rate_hz = 44100
-    t = np.arange(rate_hz * 2) / rate_hz
-    tone = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
-    out = resampler(rate_hz, 48000)(tone)
+    out = resampler(rate_hz, 48000)(tone(2.0, 1000.0, rate_hz=rate_hz))
     spectrum = np.abs(np.fft.rfft(out[4800:-4800] * np.hanning(out.size - 9600)))
     peak_hz = np.argmax(spectrum) * 48000 / (out.size - 9600)
     assert abs(peak_hz - 1000.0) < 1.0
@@ -93,19 +93,15 @@ def test_the_filter_is_scipys_firwin() -> None:
         np.testing.assert_allclose(lowpass_taps(count, cutoff), expected, rtol=0, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_resampling_does_not_import_scipy() -> None:
-    import subprocess
-    import sys
-
     script = (
         "import sys, numpy as np\n"
         "from monitor.audio.resample import resample_to\n"
         "resample_to(np.ones(44100, np.float32), 44100)\n"
         "print('scipy' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    done = run_python(script, timeout_seconds=60, check=True)
     assert done.stdout.strip() == "False"
 
 

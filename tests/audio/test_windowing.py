@@ -10,12 +10,7 @@ import pytest
 from monitor.audio.resample import MODEL_SAMPLE_RATE_HZ, resample_to
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower, to_mono
-
-
-def tone(rate_hz: int, seconds: float, freq_hz: float = 1000.0, channels: int = 1) -> np.ndarray:
-    t = np.arange(round(rate_hz * seconds)) / rate_hz
-    mono = (0.5 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
-    return np.repeat(mono[:, None], channels, axis=1)
+from tests.support.audio import tone
 
 
 def peak_hz(samples: np.ndarray, rate_hz: int) -> float:
@@ -27,7 +22,7 @@ def peak_hz(samples: np.ndarray, rate_hz: int) -> float:
 @pytest.mark.parametrize("channels", [1, 2])
 def test_windows_are_48k_mono_exact_length_and_keep_pitch(rate_hz: int, channels: int) -> None:
     ring = RingBuffer(rate_hz * 12, channels, rate_hz)
-    ring.write(tone(rate_hz, 7.0, channels=channels), wall_time_end=1_000_000.0)
+    ring.write(tone(7.0, rate_hz=rate_hz, channels=channels), wall_time_end=1_000_000.0)
     windower = Windower(ring, "src", window_seconds=5.0, hop_seconds=1.0, catch_up=True)
     windows = []
     while (w := windower.next_window(0)) is not None:
@@ -66,7 +61,7 @@ def test_live_windower_skips_to_newest_when_behind() -> None:
     rate = 16000
     ring = RingBuffer(rate * 30, 1, rate)
     windower = Windower(ring, "mic", window_seconds=2.0, hop_seconds=0.5)
-    ring.write(tone(rate, 10.0))  # the worker was busy for 10 s of audio
+    ring.write(tone(10.0, rate_hz=rate, channels=1))  # the worker was busy for 10 s of audio
     w = windower.next_window(0)
     assert w is not None
     assert w.end_index == 10 * rate  # the newest window, not the oldest pending one
@@ -78,7 +73,7 @@ def test_lapped_reader_recovers() -> None:
     rate = 8000
     ring = RingBuffer(rate * 3, 1, rate)
     windower = Windower(ring, "mic", window_seconds=2.0, hop_seconds=1.0, catch_up=True)
-    ring.write(tone(rate, 10.0))  # far more than the ring holds
+    ring.write(tone(10.0, rate_hz=rate, channels=1))  # far more than the ring holds
     assert windower.next_window(0) is None  # the pending window was overwritten
     w = windower.next_window(0)
     assert w is not None
@@ -90,7 +85,7 @@ def test_final_window_covers_the_tail_of_a_finite_source() -> None:
     rate = 16000
     ring = RingBuffer(rate * 20, 1, rate)
     windower = Windower(ring, "f", window_seconds=4.0, hop_seconds=4.0, catch_up=True)
-    ring.write(tone(rate, 10.0))
+    ring.write(tone(10.0, rate_hz=rate, channels=1))
     ends = []
     while (w := windower.next_window(0)) is not None:
         ends.append(w.end_index)
@@ -105,7 +100,7 @@ def test_clip_shorter_than_a_window_gives_one_short_window() -> None:
     rate = 22050
     ring = RingBuffer(rate * 20, 1, rate)
     windower = Windower(ring, "f", window_seconds=5.0, hop_seconds=1.0, catch_up=True)
-    ring.write(tone(rate, 1.5))
+    ring.write(tone(1.5, rate_hz=rate, channels=1))
     assert windower.next_window(0) is None
     final = windower.final_window()
     assert final is not None
@@ -129,7 +124,7 @@ def test_windows_carry_their_start_at_the_model_rate(
     rate_hz: int, hop_seconds: float, expected: list[int | None]
 ) -> None:
     ring = RingBuffer(rate_hz * 4, 1, rate_hz)
-    ring.write(tone(rate_hz, 3.0))
+    ring.write(tone(3.0, rate_hz=rate_hz, channels=1))
     windower = Windower(ring, "src", window_seconds=1.0, hop_seconds=hop_seconds, catch_up=True)
     windows = [windower.next_window(0) for _ in expected]
     assert [w.model_start_index if w else "missing" for w in windows] == expected

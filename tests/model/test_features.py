@@ -23,6 +23,9 @@ from monitor.model.torch_features import TorchMelFeatures
 from tests.support.streams import stream_audio, stream_windows
 from tests.support.tiny_clap import FEATURE_EXTRACTOR_SETTINGS
 
+# Compares with transformers' feature extractor: imports torch and transformers.
+pytestmark = pytest.mark.slow
+
 RATE_HZ = 48000
 # Agreement asked of the features: far below what the model can tell apart. float64 STFTs
 # on both sides leave only the final float32 rounding (about 1e-5 dB).

@@ -61,6 +61,7 @@ def _faults(mode: str) -> int:
     return int(done.stdout.strip())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
     default, kept = _faults("default"), _faults("keep")
@@ -83,6 +84,7 @@ def _unit_environment() -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_the_service_environment_leaves_torch_all_its_threads() -> None:
     unit = _unit_environment()
     assert unit.get("OPENBLAS_NUM_THREADS") == "1"  # numpy's pool stays out of torch's way

@@ -18,6 +18,7 @@ from monitor.model.features import StreamingMel
 from monitor.model.runner import ClapRunner, load_clap
 from monitor.model.torch_backend import TorchClapRunner
 from monitor.pipeline.scoring import LabelSetScorer
+from tests.support.audio import tone
 from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, LOGIT_SCALE_T, PROJECTION_DIM
 from tests.support.warm_start import run_warm_process, warm_window
@@ -30,11 +31,6 @@ def _noise(seconds: float, seed: int, amplitude: float = 0.1) -> np.ndarray:
     return (amplitude * rng.standard_normal(round(seconds * RATE_HZ))).astype(np.float32)
 
 
-def _tone(seconds: float, frequency_hz: float, amplitude: float = 0.5) -> np.ndarray:
-    t = np.arange(round(seconds * RATE_HZ)) / RATE_HZ
-    return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
-
-
 def _chirp(seconds: float) -> np.ndarray:
     t = np.arange(round(seconds * RATE_HZ)) / RATE_HZ
     sweep = 0.3 * np.sin(2 * np.pi * (100 * t + 600 * t**2))  # 100 Hz rising to ~12 kHz
@@ -44,8 +40,8 @@ def _chirp(seconds: float) -> np.ndarray:
 
 WINDOWS = {
     "noise_1s": _noise(1.0, seed=1),
-    "tone_1khz_5s": _tone(5.0, 1000.0),
-    "tone_300hz_3.3s": _tone(3.3, 300.0),  # not a divisor of 10 s: repeat plus zero padding
+    "tone_1khz_5s": tone(5.0, 1000.0),
+    "tone_300hz_3.3s": tone(3.3, 300.0),  # not a divisor of 10 s: repeat plus zero padding
     "chirp_10s": _chirp(10.0),  # exactly the model's maximum, no padding, no crop
 }
 

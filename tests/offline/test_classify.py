@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,9 @@ import soundfile as sf
 import yaml
 
 from monitor.cli import main
-from monitor.config import ModelConfig, load_config
+from monitor.config import load_config
 from monitor.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from monitor.model.runner import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner
 from monitor.offline.classify import (
     CSV_COLUMNS,
     SILENCE_MESSAGE,
@@ -36,9 +36,10 @@ from monitor.offline.classify import (
 )
 from monitor.offline.common import adhoc_label_set
 from monitor.pipeline.scoring import build_scorers
+from tests.support.audio import write_clip
+from tests.support.processes import REPO_ROOT, monitor_command
 
 RATE_HZ = 48000
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TWO_LABELS = ["dog barking", "glass breaking"]
 FIVE_LABELS = ["dog barking", "cat meowing", "smoke alarm", "baby crying", "knock on the door"]
 
@@ -58,8 +59,8 @@ def _signal(seconds: float, rate_hz: int = RATE_HZ, channels: int = 1, seed: int
 def _write(
     path: Path, seconds: float, rate_hz: int = RATE_HZ, channels: int = 1, **kw: Any
 ) -> Path:
-    sf.write(path, _signal(seconds, rate_hz, channels, seed=kw.pop("seed", 0)), rate_hz, **kw)
-    return path
+    signal = functools.partial(_signal, seed=kw.pop("seed", 0))
+    return write_clip(path, seconds, rate_hz, channels, signal=signal, **kw)
 
 
 def classify(argv: Sequence[str | Path]) -> tuple[int, str, str]:
@@ -75,11 +76,6 @@ def classify_json(argv: Sequence[str | Path], expected_code: int = EXIT_OK) -> d
     assert code == expected_code, err
     document: dict[str, Any] = json.loads(out)
     return document
-
-
-def monitor_command() -> list[str]:
-    script = Path(sys.executable).with_name("audio-monitor")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
 
 
 def classify_subprocess(argv: Sequence[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -124,11 +120,6 @@ def write_config(tmp_path: Path, model_dir: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
 
 
 # ---------------------------------------------------------------------------------------------

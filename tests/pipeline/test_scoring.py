@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from monitor.config import LabelSetConfig, ModelConfig
-from monitor.model.runner import ClapRunner, load_clap
+from monitor.config import LabelSetConfig
+from monitor.model.runner import ClapRunner
 from monitor.pipeline.scoring import LabelSetScorer, build_scorers, ensemble_embeddings, softmax
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from monitor.outputs.mqtt.payloads import Topics, event_messages
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import build_scorers
 from monitor.pipeline.worker import ScoringTiming, ScoringWorker
+from tests.support.audio import tone as support_tone
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 N = 48000
@@ -74,9 +76,8 @@ def window(samples: np.ndarray, second: int) -> Window:
     )
 
 
-def tone(amplitude: float = 0.3, offset: float = 0.0) -> np.ndarray:
-    t = np.arange(N) / N
-    return (amplitude * np.sin(2 * np.pi * 440 * t) + offset).astype(np.float32)
+# One second at the model rate, 440 Hz at 0.3 unless the call says otherwise.
+tone = functools.partial(support_tone, 1.0, 440.0, rate_hz=N, amplitude=0.3)
 
 
 def test_bad_audio_is_counted_and_never_reaches_the_model(runner: ClapRunner) -> None:

@@ -6,39 +6,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 from monitor.errors import EXIT_UNAVAILABLE
+from tests.support.audio import write_clip
 from tests.support.broker import Broker, ReceivedMessage, Subscriber
+from tests.support.processes import monitor_command
 
 PREFIX = "e2e"
 DEVICE = "dev1"
 BASE = f"{PREFIX}/{DEVICE}"
-
-
-def monitor_command() -> list[str]:
-    """The installed console script when there is one, else `python -m monitor`."""
-    script = Path(sys.executable).with_name("audio-monitor")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
-
-
-def write_clip(path: Path, seconds: float, rate_hz: int = 44100, channels: int = 2) -> Path:
-    t = np.arange(round(seconds * rate_hz)) / rate_hz
-    tone = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(0).standard_normal(
-        len(t)
-    )
-    sf.write(path, np.repeat(tone[:, None], channels, axis=1).astype(np.float32), rate_hz)
-    return path
 
 
 def make_config(
@@ -269,6 +253,7 @@ def test_microphone_source_end_to_end(
     assert "44100 Hz" in stderr
 
 
+@pytest.mark.slow
 def test_unusable_model_exits_75_in_one_line(
     tmp_path: Path, run_monitor: Callable[..., subprocess.Popen[str]]
 ) -> None:

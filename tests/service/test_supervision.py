@@ -25,8 +25,10 @@ from monitor.errors import EXIT_UNAVAILABLE, SourceError
 from monitor.model.runner import ClapRunner, load_clap
 from monitor.service.daemon import Daemon
 from monitor.service.notify import SystemdNotifier
-from tests.service.test_daemon import monitor_command
+from tests.support.audio import write_clip
 from tests.support.broker import Broker, Subscriber
+from tests.support.processes import monitor_command
+from tests.support.waiting import wait_until
 
 RATE_HZ = 16000
 BASE = "sup/dev"
@@ -187,15 +189,6 @@ class Running:
         return time.monotonic() - started
 
 
-def wait_until(predicate: Callable[[], bool], timeout_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def health_states(sub: Subscriber) -> list[str]:
     return [json.loads(p)["state"] for p in sub.payloads(f"{BASE}/health")]
 
@@ -241,8 +234,8 @@ def test_stalled_capture_is_degraded_reopened_and_recovers(
             daemon.pipeline is not None
             and daemon.pipeline.worker.stats().windows_scored > scored_before
         ),
-        10,
         "scoring after recovery",
+        10,
     )
     assert run.stop() < 5.0
     assert run.code == 0 and run.error is None
@@ -309,7 +302,7 @@ def test_source_that_hangs_on_stop_cannot_hang_shutdown(
         )
     )
     daemons.append(run)
-    wait_until(lambda: source.stats().blocks > 5, 10, "audio")
+    wait_until(lambda: source.stats().blocks > 5, "audio", 10)
     assert run.stop() < 5.0
     assert run.code == 0
 
@@ -336,8 +329,8 @@ def slow_scoring_scenario(model_dir: str) -> dict[str, Any]:
     run = Running(daemon)
     wait_until(
         lambda: daemon.pipeline is not None and daemon.pipeline.worker.stats().windows_scored >= 10,
-        30,
         "first windows",
+        30,
     )
     rss = []
     for _ in range(24):
@@ -440,15 +433,15 @@ def test_watchdog_pings_only_while_the_worker_progresses(
     )
     run = Running(daemon)
     daemons.append(run)
-    wait_until(lambda: "READY=1" in notify_socket.fields(), 20, "READY=1")
-    wait_until(lambda: notify_socket.fields().count("WATCHDOG=1") >= 3, 10, "watchdog pings")
+    wait_until(lambda: "READY=1" in notify_socket.fields(), "READY=1", 20)
+    wait_until(lambda: notify_socket.fields().count("WATCHDOG=1") >= 3, "watchdog pings", 10)
     slow.gate.clear()  # the next inference hangs
     time.sleep(2.0)  # past worker_stall_seconds
     before = notify_socket.fields().count("WATCHDOG=1")
     time.sleep(1.5)
     assert notify_socket.fields().count("WATCHDOG=1") == before  # no pings while hung
     slow.gate.set()
-    wait_until(lambda: notify_socket.fields().count("WATCHDOG=1") > before, 10, "pings resume")
+    wait_until(lambda: notify_socket.fields().count("WATCHDOG=1") > before, "pings resume", 10)
     run.stop()
     fields = notify_socket.fields()
     assert "STOPPING=1" in fields
@@ -458,8 +451,6 @@ def test_watchdog_pings_only_while_the_worker_progresses(
 def test_notify_protocol_from_the_real_process(
     tmp_path: Path, tiny_clap_dir: Path, notify_socket: NotifySocket
 ) -> None:
-    from tests.service.test_daemon import write_clip
-
     clip = write_clip(tmp_path / "clip.wav", seconds=2.0, rate_hz=16000, channels=1)
     config = {
         "model": {"name": str(tiny_clap_dir)},
@@ -486,7 +477,7 @@ def test_notify_protocol_from_the_real_process(
         text=True,
     )
     try:
-        wait_until(lambda: notify_socket.fields().count("WATCHDOG=1") >= 3, 60, "watchdog")
+        wait_until(lambda: notify_socket.fields().count("WATCHDOG=1") >= 3, "watchdog", 60)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:

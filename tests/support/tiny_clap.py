@@ -1,4 +1,4 @@
-"""A tiny random CLAP checkpoint (real transformers files, unfused architecture), built once."""
+"""A tiny random CLAP checkpoint (real transformers files), built once, and its runner."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from monitor.model.runner import ClapRunner
 
 SEED = 1234
 # Deliberately different from each other: the zero-shot pipeline scales audio->text logits by
@@ -187,6 +190,15 @@ def build_tiny_clap(directory: Path) -> Path:
 def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of a tiny random CLAP checkpoint directory, shared by the whole test session."""
     return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap"))
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_clap_dir: Path) -> ClapRunner:
+    """The tiny checkpoint loaded with default settings, once per test module."""
+    from monitor.config import ModelConfig
+    from monitor.model.runner import load_clap
+
+    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.support.audio import tone
+
 ALLOW_SKIP_ENV = "AUDIO_MONITOR_ALLOW_SKIP"
 SINK_NAME = "fake"
 SINK_RATE_HZ = 48000
@@ -64,9 +66,8 @@ def write_tone_wav(
     amplitude: float = 0.5,
 ) -> Path:
     """Write a mono 16-bit sine WAV (what the virtual microphone will hear) and return it."""
-    t = np.arange(round(seconds * sample_rate_hz)) / sample_rate_hz
-    tone = (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
-    soundfile.write(str(path), tone, sample_rate_hz, subtype="PCM_16")
+    samples = tone(seconds, frequency_hz, rate_hz=sample_rate_hz, amplitude=amplitude)
+    soundfile.write(str(path), samples, sample_rate_hz, subtype="PCM_16")
     return path
 
 

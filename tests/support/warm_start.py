@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import run_python
 
 _SCRIPT = """
 import json, logging, sys
@@ -53,14 +50,7 @@ def run_warm_process(
     """Load the model in a fresh interpreter, embed `prompts` and warm_window(seed); returns
     (what it imported and computed, its log)."""
     argv = [str(checkpoint), str(cache_dir), json.dumps(prompts), backend, precision, str(seed)]
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, *argv],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_python(_SCRIPT, *argv)
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result, proc.stderr
