@@ -1,4 +1,4 @@
-"""Polyphase resampling as float32 matrix products: scipy's resample_poly filter, 5-10x faster."""
+"""Polyphase resampling as float32 matrix products with exactly scipy's resample_poly filter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 # -> 48 kHz is 3 per input sample) is grouped so that each product is wide enough for BLAS.
 MIN_ROW_OUTPUTS = 96
 # Outputs per product: a row's outputs each use only ~20 of its inputs, so the matrix is mostly
-# zeros; products over 32 outputs at a time skip the zero rows (44.1 kHz: 2.6 -> 1.6 ms).
+# zeros; products over 32 outputs at a time skip most of the zero rows.
 BAND_OUTPUTS = 32
 # Rows per product: bounds the strided copy numpy makes for BLAS (a 1 h file is ~1M rows).
 CHUNK_ROWS = 4096
@@ -35,7 +35,7 @@ def _row_blocks(up: int) -> int:
 
 def lowpass_taps(count: int, cutoff: float) -> np.ndarray:
     """scipy.signal.firwin(count, cutoff, window=("kaiser", KAISER_BETA)), the filter that
-    resample_poly designs, in numpy: importing scipy.signal costs a daemon about 60 MB.
+    resample_poly designs, in numpy, so that a daemon never pays for importing scipy.signal.
 
     A windowed sinc with cutoff as a fraction of Nyquist, scaled to unit gain at DC.
     """
@@ -48,8 +48,7 @@ def lowpass_taps(count: int, cutoff: float) -> np.ndarray:
 class PolyphaseResampler:
     """Resamples by up/down with exactly resample_poly's anti-aliasing filter and alignment.
 
-    resample_poly runs the filter one output at a time in float64 (about 7 ms for 10 s from
-    44.1 kHz on one core); here each block of `up` outputs is one row of a matrix product
+    resample_poly runs the filter one output at a time in float64; here each block of `up` outputs is one row of a matrix product
     with the `down` inputs it starts from, in float32 through BLAS, band by band. Outputs
     agree with resample_poly to float32 rounding (about 1e-7 of full scale).
     """
