@@ -12,7 +12,7 @@ from pathlib import Path
 from monitor import __version__
 from monitor.errors import EXIT_FAILURE, EXIT_OK, MonitorError
 
-log = logging.getLogger("monitor")
+logger = logging.getLogger(__name__)
 
 
 def _setup_logging(level: str) -> None:
@@ -241,6 +241,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception:
-        log.exception("unexpected error")
+        logger.exception("unexpected error")
         return EXIT_FAILURE
     return code

@@ -13,7 +13,7 @@ from monitor.audio.source import Source, SourceStats, StreamFormat
 from monitor.config import FileSourceConfig
 from monitor.errors import SourceError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class FileSource(Source):
@@ -41,7 +41,7 @@ class FileSource(Source):
             channels=int(self._file.channels),
             description=str(self.cfg.path),
         )
-        log.info(
+        logger.info(
             "file source %s: %s, %d Hz, %d channel(s), %.1f s%s",
             self.source_id,
             self.cfg.path,
@@ -90,7 +90,7 @@ class FileSource(Source):
                 self._last_block = time.monotonic()
         except Exception as err:  # a decode error mid-file must reach the supervisor
             self._error = SourceError(f"audio file {self.cfg.path}: read failed ({err})")
-            log.error("%s", self._error)
+            logger.error("%s", self._error)
         finally:
             self._finished = True
             ring.wake()

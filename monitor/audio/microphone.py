@@ -14,7 +14,7 @@ from monitor.audio.source import Source, SourceStats, StreamFormat
 from monitor.config import MicrophoneSourceConfig
 from monitor.errors import SourceError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # PortAudio's close can block for good on a wedged driver (a USB device pulled mid-read);
 # shutdown must not hang with it.
@@ -223,7 +223,7 @@ class MicrophoneSource(Source):
                 channels=cfg.channels,
                 description=f"{device.name} ({device.host_api}, device {device.index})",
             )
-            log.info(
+            logger.info(
                 "opened %s: %d Hz, %d channel(s), %d-frame blocks",
                 self._format.description,
                 rate,
@@ -291,13 +291,13 @@ class MicrophoneSource(Source):
         closer.start()
         closer.join(STOP_TIMEOUT_SECONDS)
         if closer.is_alive():
-            log.error(
+            logger.error(
                 "closing %s did not finish within %.0f s; left to a background thread",
                 desc,
                 STOP_TIMEOUT_SECONDS,
             )
         else:
-            log.info("closed %s", desc)
+            logger.info("closed %s", desc)
 
     @staticmethod
     def _close_stream(stream: Any, desc: str) -> None:
@@ -306,7 +306,7 @@ class MicrophoneSource(Source):
             try:
                 getattr(stream, action)(ignore_errors=False)
             except Exception as err:
-                log.warning("%s of %s failed: %s", action, desc, _one_line(err))
+                logger.warning("%s of %s failed: %s", action, desc, _one_line(err))
 
     @property
     def finished(self) -> bool:

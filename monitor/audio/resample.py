@@ -48,9 +48,10 @@ def lowpass_taps(count: int, cutoff: float) -> np.ndarray:
 class PolyphaseResampler:
     """Resamples by up/down with exactly resample_poly's anti-aliasing filter and alignment.
 
-    resample_poly runs the filter one output at a time in float64; here each block of `up` outputs is one row of a matrix product
-    with the `down` inputs it starts from, in float32 through BLAS, band by band. Outputs
-    agree with resample_poly to float32 rounding (about 1e-7 of full scale).
+    resample_poly runs the filter one output at a time in float64; here each block of `up`
+    outputs is one row of a matrix product with the `down` inputs it starts from, in float32
+    through BLAS, band by band. Outputs agree with resample_poly to float32 rounding (about
+    1e-7 of full scale).
     """
 
     def __init__(self, up: int, down: int) -> None:

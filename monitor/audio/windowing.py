@@ -11,7 +11,7 @@ from monitor.audio.resample import MODEL_SAMPLE_RATE_HZ, StreamResampler, stream
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.frames import Window
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def to_mono(frames: np.ndarray) -> np.ndarray:

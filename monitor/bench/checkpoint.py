@@ -18,7 +18,7 @@ from monitor.config import DEFAULT_PROMPT_TEMPLATE, looks_like_path
 from monitor.errors import ModelError, first_line
 from monitor.model.embedcache import cache_directory
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 HUB_ID = "laion/clap-htsat-unfused"
 CONFIG_DIR_ENV = "AUDIO_MONITOR_CLAP_CONFIG_DIR"
@@ -127,7 +127,7 @@ def resolve_checkpoint(model: str | None) -> Checkpoint:
     if snapshot is not None:
         return Checkpoint(snapshot, "hub", False, None, None)
     config_dir = find_config_dir(hub_id)
-    log.info("%s; using random weights of the same architecture", reason)
+    logger.info("%s; using random weights of the same architecture", reason)
     return Checkpoint(ensure_random_checkpoint(config_dir), "random", True, config_dir, reason)
 
 
@@ -148,10 +148,10 @@ def ensure_random_checkpoint(config_dir: Path) -> Path:
     key.update("\n".join(_tokenizer_corpus()).encode())
     target = cache_directory(None) / f"bench-random-{key.hexdigest()[:16]}"
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
-        log.info("random checkpoint: %s (cached)", target)
+        logger.info("random checkpoint: %s (cached)", target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building a random full-size checkpoint from %s in %s (once)", config_dir, target)
+    logger.info("building a random full-size checkpoint from %s in %s (once)", config_dir, target)
     building = Path(tempfile.mkdtemp(prefix=".bench-random-", dir=target.parent))
     try:
         build_random_checkpoint(config_dir, building)

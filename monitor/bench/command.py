@@ -20,7 +20,7 @@ from monitor.config import MAX_WINDOW_SECONDS
 from monitor.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from monitor.model.runtime import prepare_for_inference
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -57,7 +57,7 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
     labels = bench_labels(args.labels)
     checkpoint = resolve_checkpoint(args.model)
     if checkpoint.random_weights:
-        log.warning("%s (%s)", RANDOM_NOTE, checkpoint.path)
+        logger.warning("%s (%s)", RANDOM_NOTE, checkpoint.path)
     report: CompareReport | ReplayReport
     with tempfile.TemporaryDirectory(prefix="audio-monitor-bench-") as tmp:
         if args.replay_minutes is not None:

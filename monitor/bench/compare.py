@@ -31,7 +31,7 @@ from monitor.bench.workload import hop_or_default, make_workload
 from monitor.config import DEFAULT_PROMPT_TEMPLATE
 from monitor.errors import first_line
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 0.05
 
@@ -52,7 +52,7 @@ def measure_interleaved(
     live: list[TimedPath] = []
     for path in paths:
         try:
-            log.info("loading %s", path.run.name)
+            logger.info("loading %s", path.run.name)
             if isinstance(path, ReferencePath):
                 path.load(threads)
             else:
@@ -72,7 +72,7 @@ def measure_interleaved(
             except Exception as err:
                 _failed(path, err)
                 live.remove(path)
-        log.info("timed batch %d/%d of %d path(s)", number + 1, len(rounds), len(live))
+        logger.info("timed batch %d/%d of %d path(s)", number + 1, len(rounds), len(live))
     for path in live:
         try:
             path.finish()
@@ -87,7 +87,7 @@ def _failed(path: TimedPath, err: BaseException) -> None:
     path.run.ok = False
     path.run.error = first_line(err)
     path.release()
-    log.warning("%s failed: %s", path.run.name, path.run.error)
+    logger.warning("%s failed: %s", path.run.name, path.run.error)
 
 
 def agreement(run: MonitorRun, reference: ReferenceRun) -> Agreement:
@@ -187,7 +187,7 @@ def run_compare(
     hop = hop_or_default(getattr(args, "hop_seconds", None), args.window_seconds)
     workload = make_workload(args.audio, args.windows, args.window_seconds, hop)
     configs = configurations(args.backend, args.precision)
-    log.info(
+    logger.info(
         "bench: %d windows x %g s, %d labels, pipeline and %s",
         args.windows,
         args.window_seconds,

@@ -25,7 +25,7 @@ from monitor.errors import EXIT_FAILURE, EXIT_OK, first_line
 from monitor.model.runtime import prepare_for_inference
 from monitor.pipeline.scoring import build_scorers
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CHILD_TIMEOUT_SECONDS = 3600.0
 
@@ -142,7 +142,7 @@ def measure_memory(spec: ChildSpec, work_dir: Path, name: str) -> ChildMemory:
     spec_path = work_dir / f"child-{name.replace('/', '-')}.json"
     spec_path.write_text(json.dumps(asdict(spec)), encoding="utf-8")
     command = [sys.executable, "-m", "monitor.bench", "--child", str(spec_path)]
-    log.info("memory of %s in a child process", name)
+    logger.info("memory of %s in a child process", name)
     try:
         done = subprocess.run(
             command,

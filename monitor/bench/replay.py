@@ -26,7 +26,7 @@ from monitor.errors import ConfigError, ModelError, first_line
 from monitor.frames import Event, Window
 from monitor.pipeline.worker import ScoringTiming
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class _Recorder:
@@ -227,12 +227,12 @@ def run_replay(
             config = _replay_config(
                 checkpoint, backend, precision, args, labels, wav, hop, mqtt, work_dir
             )
-            log.info("replaying %.1f min through the daemon with %s", seconds / 60, name)
+            logger.info("replaying %.1f min through the daemon with %s", seconds / 60, name)
             result = replay_once(config, audio_seconds)
             run = ReplayRun(name, backend, precision, ok=True, error=None, result=result)
         except Exception as err:
             run = ReplayRun(name, backend, precision, ok=False, error=first_line(err))
-            log.warning("replay with %s failed: %s", name, run.error)
+            logger.warning("replay with %s failed: %s", name, run.error)
         gc.collect()
         runs.append(run)
     return ReplayReport(

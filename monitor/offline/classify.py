@@ -29,7 +29,7 @@ from monitor.offline.common import (
 from monitor.offline.jsondoc import as_json, json_text
 from monitor.pipeline.scoring import LabelSetScorer, build_scorers
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Status = Literal["ok", "error", "skipped"]
 Aggregate = Literal["max", "mean"]
@@ -235,7 +235,7 @@ def _start(path: Path, options: ClassifyOptions) -> tuple[_Pending, list[np.ndar
     except SourceError as err:
         return _Pending(path, FileResult(path, "error", _error_text(path, err))), []
     except Exception as err:  # one undecodable file must not end the run for the others
-        log.debug("%s: unexpected error while decoding", path, exc_info=True)
+        logger.debug("%s: unexpected error while decoding", path, exc_info=True)
         message = f"cannot decode ({type(err).__name__}: {err})"
         return _Pending(path, FileResult(path, "error", message)), []
     if clip.is_silent:
@@ -441,7 +441,7 @@ def run_classify(args: argparse.Namespace) -> int:
         raise ConfigError(f"no audio files in {where}")
     runner = load_clap(model_from_args(args, config))
     scorers = build_scorers(label_sets, runner.embed_text, runner.logit_scale)
-    log.info(
+    logger.info(
         "classifying %d file(s) against %s with %s",
         len(files),
         ", ".join(s.name for s in label_sets),
@@ -484,7 +484,7 @@ def run_classify(args: argparse.Namespace) -> int:
             )
         )
         out.flush()
-    log.info(
+    logger.info(
         "%d file(s): %d classified, %d skipped, %d failed",
         len(files),
         counts["ok"],
@@ -493,6 +493,6 @@ def run_classify(args: argparse.Namespace) -> int:
     )
     if failed:
         shown = ", ".join(str(p) for p in failed[:5]) + (", ..." if len(failed) > 5 else "")
-        log.warning("%d file(s) could not be classified: %s", len(failed), shown)
+        logger.warning("%d file(s) could not be classified: %s", len(failed), shown)
         return EXIT_FAILURE
     return EXIT_OK

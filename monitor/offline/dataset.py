@@ -20,7 +20,7 @@ from monitor.audio.windowing import to_mono
 from monitor.config import looks_like_path, slugify
 from monitor.errors import ConfigError, SourceError, first_line
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ESC50_CSV = Path("meta") / "esc50.csv"
 ESC50_AUDIO = Path("audio")
@@ -65,7 +65,7 @@ class LabelledDataset:
                     f"(the dataset has folds {have})"
                 )
             for fold in sorted(wanted - present):
-                log.warning("--folds: fold %d has no clips in %s", fold, self.source)
+                logger.warning("--folds: fold %d has no clips in %s", fold, self.source)
         return chosen[:limit] if limit is not None else chosen
 
     def class_index(self, clip: LabelledClip) -> int:

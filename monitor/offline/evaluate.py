@@ -57,7 +57,7 @@ from monitor.offline.results import (
 )
 from monitor.pipeline.scoring import LabelSetScorer
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MODES: tuple[ScoringMode, ...] = ("softmax", "absolute")
 
@@ -154,7 +154,7 @@ def _embed_clips(runner: ClapRunner, clips: Sequence[LabelledClip], options: _Op
             try:
                 decoded = clip.load()
             except SourceError as err:
-                log.warning("skipping %s: %s", clip.filename, err)
+                logger.warning("skipping %s: %s", clip.filename, err)
                 failed.append((clip.filename, str(err)))
                 bar.total -= 1
                 bar.refresh()
@@ -274,7 +274,7 @@ def run_eval(args: argparse.Namespace) -> int:
     runner = load_clap(model_config)
     loaded = time.monotonic()
     scorer = LabelSetScorer.build(label_set, runner.embed_text, runner.logit_scale)
-    log.info(
+    logger.info(
         "evaluating %d clips of %s against %d classes",
         len(selected),
         dataset.source,

@@ -19,7 +19,7 @@ from monitor.frames import Detection, Event, Scores, Window
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import LabelSetScorer
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 WAIT_SECONDS = 0.25
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
@@ -180,7 +180,7 @@ class ScoringWorker(threading.Thread):
                     return
         except BaseException as err:
             self.error = err
-            log.exception("scoring worker failed")
+            logger.exception("scoring worker failed")
 
     def _step(self, windows: list[Window]) -> None:
         """Score a batch, hand its events on, then show the observer what was done."""
@@ -196,7 +196,7 @@ class ScoringWorker(threading.Thread):
         for event in events:
             self._events += 1
             d = event.detection
-            log.info("event %s: %s/%s score %.3f", event.kind, d.label_set, d.label, d.score)
+            logger.info("event %s: %s/%s score %.3f", event.kind, d.label_set, d.label, d.score)
         if events:
             self.on_events(events)
 
@@ -248,7 +248,7 @@ class ScoringWorker(threading.Thread):
             row += 1
             if not np.isfinite(embedding).all():
                 self._bad_scores += 1
-                log.error("the model returned non-finite values for window %s", window.end_time)
+                logger.error("the model returned non-finite values for window %s", window.end_time)
                 events += self._quiet(window)
                 continue
             events += self._score(window, embedding)
@@ -260,7 +260,7 @@ class ScoringWorker(threading.Thread):
         if not np.isfinite(samples).all():
             self._nonfinite += 1
             if self._nonfinite == 1 or self._nonfinite % 100 == 0:
-                log.warning(
+                logger.warning(
                     "%d window(s) of %s held NaN/Inf samples and were skipped (latest %s)",
                     self._nonfinite,
                     window.source_id,
@@ -294,9 +294,9 @@ class ScoringWorker(threading.Thread):
             events += self.tracker.update(
                 scorer.name, scorer.labels, found, stream_seconds, window.end_time
             )
-            if log.isEnabledFor(logging.DEBUG):
+            if logger.isEnabledFor(logging.DEBUG):
                 best = max(scores.scores.items(), key=lambda kv: kv[1])
-                log.debug("%s %s: top %s %.3f", window.end_time, scorer.name, *best)
+                logger.debug("%s %s: top %s %.3f", window.end_time, scorer.name, *best)
         self._scored += 1
         return events
 

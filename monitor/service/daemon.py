@@ -23,7 +23,7 @@ from monitor.service.pipeline import (
 )
 from monitor.service.supervision import Supervisor
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SHUTDOWN_BUDGET_SECONDS = 4.0  # the whole stop must fit in systemd's 5 s stop timeout
 
@@ -76,7 +76,7 @@ class Daemon:
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         if signum is not None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
+            logger.info("received %s, stopping", signal.Signals(signum).name)
         self._stop.set()
         if self._starting and signum is not None:
             self._starting = False  # once: a second signal must not interrupt the clean-up
@@ -108,7 +108,7 @@ class Daemon:
             self._log_started(pipeline)
             return supervisor.supervise()
         except _StartupInterrupted:
-            log.info("stopped during start-up")
+            logger.info("stopped during start-up")
             return EXIT_OK
         finally:
             self._shutdown(supervisor)
@@ -117,7 +117,7 @@ class Daemon:
         window = self.config.window
         for lane in pipeline.lanes:
             fmt = lane.stream_format
-            log.info(
+            logger.info(
                 "monitoring %s (%d Hz, %d ch): %d label set(s), %.1f s windows every %.1f s",
                 fmt.description,
                 fmt.sample_rate_hz,

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class SystemdNotifier:
@@ -40,7 +40,7 @@ class SystemdNotifier:
             self._socket.sendto("\n".join(fields).encode(), self._address)
         except OSError as err:
             if not self._warned:
-                log.warning("cannot notify systemd at %s: %s", self._address, err)
+                logger.warning("cannot notify systemd at %s: %s", self._address, err)
                 self._warned = True
             return False
         return True

@@ -22,7 +22,7 @@ from monitor.pipeline.worker import ScoringObserver, ScoringWorker
 if TYPE_CHECKING:
     from monitor.model.runner import ClapRunner
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SOURCE_STOP_TIMEOUT_SECONDS = 2.0
 BUILD_FAILED_STOP_SECONDS = 2.0  # outputs made before a failed build get this to close
@@ -93,7 +93,7 @@ def build_outputs(config: Config) -> FanOut:
 
         sinks.append(JsonLinesSink(config.mqtt.device_id))
     if not sinks:
-        log.warning("mqtt and output.json_lines are both off: events go only to the log")
+        logger.warning("mqtt and output.json_lines are both off: events go only to the log")
     return FanOut(sinks)
 
 
@@ -170,7 +170,7 @@ def stop_source(source: Source) -> None:
     stopper.start()
     stopper.join(SOURCE_STOP_TIMEOUT_SECONDS)
     if stopper.is_alive():
-        log.error(
+        logger.error(
             "source %s did not stop within %.0f s; abandoned to a background thread",
             source.source_id,
             SOURCE_STOP_TIMEOUT_SECONDS,

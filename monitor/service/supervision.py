@@ -19,7 +19,7 @@ from monitor.service.health import (
 from monitor.service.notify import SystemdNotifier
 from monitor.service.pipeline import Lane, Pipeline, PipelineObserver, stop_source
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 STATUS_LOG_INTERVAL_SECONDS = 600.0
 STATUS_NOTIFY_INTERVAL_SECONDS = 5.0
@@ -74,7 +74,7 @@ class Supervisor:
         while not self._stop.wait(SUPERVISE_TICK_SECONDS):
             now = time.monotonic()
             if worker.drained.is_set():
-                log.info("source finished; all audio scored")
+                logger.info("source finished; all audio scored")
                 break
             if not worker.is_alive():
                 worker_error = worker.error
@@ -87,7 +87,7 @@ class Supervisor:
                 ready = True
                 self.notifier.ready(self.snapshot().status_text())
                 self._publish_health()
-                log.info("ready: model loaded and audio arriving")
+                logger.info("ready: model loaded and audio arriving")
             worker_ok = not worker_stalled(worker.stats(), now, health.worker_stall_seconds)
             if watchdog_every and now >= next_watchdog and worker_ok:
                 # Only while both capture (checked above) and scoring make progress.
@@ -98,7 +98,7 @@ class Supervisor:
                 self.notifier.status(self.snapshot().status_text())
             if now >= next_log:
                 next_log = now + STATUS_LOG_INTERVAL_SECONDS
-                log.info("status: %s", self.snapshot().status_text())
+                logger.info("status: %s", self.snapshot().status_text())
             if now >= next_lag_check:
                 next_lag_check = now + LAG_CHECK_SECONDS
                 lag = self._check_lag(lag)
@@ -135,7 +135,7 @@ class Supervisor:
         scored = w.windows_scored - previous[0]
         skipped = w.windows_skipped_lagging - previous[1]
         if skipped > LAG_WARN_FRACTION * max(1, scored + skipped):
-            log.warning(
+            logger.warning(
                 "scoring is slower than real time: %d of %d windows skipped in the last %.0f s "
                 "(last inference %.0f ms); raise window.hop_seconds or lower the model's cost",
                 skipped,
@@ -152,7 +152,7 @@ class Supervisor:
         source, ring = lane.source, lane.ring
         health = self.config.health
         self._set_health(HEALTH_DEGRADED, reason)
-        log.warning("source %s degraded: %s; reopening", source.source_id, reason)
+        logger.warning("source %s degraded: %s; reopening", source.source_id, reason)
         delay = health.restart_backoff_seconds
         failures = 0
         while not self._stop.is_set():
@@ -176,14 +176,14 @@ class Supervisor:
                 source.start(ring)
                 self._stream_started[index] = time.monotonic()
                 if self._first_block_after(lane, blocks_before, health.capture_stall_seconds):
-                    log.info("source %s recovered", source.source_id)
+                    logger.info("source %s recovered", source.source_id)
                     self._set_health(HEALTH_OK, "")
                     return
                 reason = f"no audio for {health.capture_stall_seconds:g} s after reopening"
             except (MonitorError, OSError, ValueError) as err:
                 reason = str(err)
             failures += 1
-            log.warning("reopening %s failed (%d): %s", source.source_id, failures, reason)
+            logger.warning("reopening %s failed (%d): %s", source.source_id, failures, reason)
 
     def _first_block_after(self, lane: Lane, blocks_before: int, timeout_seconds: float) -> bool:
         deadline = time.monotonic() + timeout_seconds
@@ -230,11 +230,11 @@ class Supervisor:
         if worker.is_alive():
             worker.join(timeout=max(0.1, deadline - time.monotonic() - 1.0))
         if worker.is_alive():
-            log.warning("scoring worker still busy at shutdown; its window is abandoned")
+            logger.warning("scoring worker still busy at shutdown; its window is abandoned")
         else:
             newest = max(
                 lane.ring.time_of(lane.ring.written_frames) for lane in self.pipeline.lanes
             )
             worker.close_all(datetime.fromtimestamp(newest, tz=timezone.utc))
-        log.info("final %s", self.snapshot().status_text())
+        logger.info("final %s", self.snapshot().status_text())
         self.pipeline.outputs.stop(max(0.5, deadline - time.monotonic()))
