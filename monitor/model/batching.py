@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,3 +46,31 @@ def embed_in_batches(
         if on_batch is not None:
             on_batch(len(batch))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class AudioStages(Protocol):
+    """A runner whose audio path is two stages: features, then the tower on them."""
+
+    max_batch: int
+    embedding_dim: int
+
+    def audio_features(self, windows: Sequence[np.ndarray], positions: Positions | None) -> Any:
+        """The tower's input for a batch of windows."""
+        ...
+
+    def embed_audio_features(self, features: Any) -> np.ndarray:
+        """(batch, dim) unit-norm float32 embeddings of those features."""
+        ...
+
+
+def embed_through_stages(
+    runner: AudioStages, windows: Sequence[np.ndarray], positions: Positions | None
+) -> np.ndarray:
+    """A runner's embed_audio: its two stages, max_batch windows at a time."""
+    return embed_in_batches(
+        lambda batch, at: runner.embed_audio_features(runner.audio_features(batch, at)),
+        windows,
+        runner.max_batch,
+        positions=positions,
+        dim=runner.embedding_dim,
+    )

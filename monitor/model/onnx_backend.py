@@ -28,7 +28,7 @@ from monitor.model.artefacts import (
     onnx_file_names,
     read_metadata,
 )
-from monitor.model.batching import embed_in_batches
+from monitor.model.batching import embed_through_stages
 from monitor.model.checkpoint import identity_of, resolve_source
 from monitor.model.embedcache import CachedTextEmbedder, CheckpointIdentity, EmbeddingCache
 from monitor.model.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
@@ -98,13 +98,7 @@ class OnnxClapRunner:
 
         Each window must hold 1..max_samples samples; positions as in ClapRunner.
         """
-        return embed_in_batches(
-            lambda batch, at: self.embed_audio_features(self.audio_features(batch, at)),
-            windows,
-            self.max_batch,
-            positions=positions,
-            dim=self.embedding_dim,
-        )
+        return embed_through_stages(self, windows, positions)
 
 
 def cached_export(

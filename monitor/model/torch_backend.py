@@ -24,7 +24,7 @@ from monitor.model.artefacts import (
     graph_file_names,
     read_metadata,
 )
-from monitor.model.batching import embed_in_batches
+from monitor.model.batching import embed_through_stages
 from monitor.model.checkpoint import (
     check_complete,
     identity_of,
@@ -149,13 +149,7 @@ class TorchClapRunner:
         max_batch windows go through the model at once (memory on small devices). positions:
         see ClapRunner.
         """
-        return embed_in_batches(
-            lambda batch, at: self.embed_audio_features(self.audio_features(batch, at)),
-            windows,
-            self.max_batch,
-            positions=positions,
-            dim=self.embedding_dim,
-        )
+        return embed_through_stages(self, windows, positions)
 
 
 class _TorchTextEncoder:
