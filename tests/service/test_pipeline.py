@@ -7,35 +7,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from monitor.audio.file import FileSource
 from monitor.config import Config, ModelConfig, SourceConfig
 from monitor.errors import ModelError, SourceError
 from monitor.frames import Event, Window
-from monitor.model.runner import ClapRunner, load_clap
+from monitor.model.runner import ClapRunner
 from monitor.outputs.mqtt.sink import MqttSink
 from monitor.pipeline.worker import ScoringTiming
 from monitor.service.daemon import Daemon
 from monitor.service.notify import SystemdNotifier
 from monitor.service.pipeline import build_pipeline, make_source
+from tests.support.audio import write_clip
 
 RATE_HZ = 16000
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=1))
-
-
-def write_wav(path: Path, seconds: float) -> Path:
-    rng = np.random.default_rng(5)
-    sf.write(
-        path, (0.2 * rng.standard_normal(round(seconds * RATE_HZ))).astype(np.float32), RATE_HZ
-    )
-    return path
 
 
 def make_config(tmp_path: Path, model_dir: Path, **source: Any) -> Config:
@@ -62,7 +48,7 @@ def make_config(tmp_path: Path, model_dir: Path, **source: Any) -> Config:
 def test_one_lane_per_source_feeding_one_worker(
     tmp_path: Path, tiny_clap_dir: Path, runner: ClapRunner, realtime: bool
 ) -> None:
-    clip = write_wav(tmp_path / "clip.wav", 2.0)
+    clip = write_clip(tmp_path / "clip.wav", 2.0, RATE_HZ, 1)
     config = make_config(tmp_path, tiny_clap_dir, path=str(clip), realtime=realtime)
     statuses: list[str] = []
     pipeline = build_pipeline(config, model_loader=lambda _cfg: runner, status=statuses.append)
@@ -111,7 +97,7 @@ def test_a_source_that_fails_to_open_is_stopped_again(tmp_path: Path, runner: Cl
 
 
 def test_a_failed_model_load_closes_the_outputs_already_made(tmp_path: Path) -> None:
-    clip = write_wav(tmp_path / "clip.wav", 1.0)
+    clip = write_clip(tmp_path / "clip.wav", 1.0, RATE_HZ, 1)
     config = make_config(tmp_path, Path("unused"), path=str(clip))
     config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"enabled": True})})
 
@@ -148,7 +134,7 @@ class Observer:
 def test_the_observer_sees_every_window_the_daemon_scores(
     tmp_path: Path, tiny_clap_dir: Path, runner: ClapRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    clip = write_wav(tmp_path / "clip.wav", 5.4)
+    clip = write_clip(tmp_path / "clip.wav", 5.4, RATE_HZ, 1)
     config = make_config(tmp_path, tiny_clap_dir, path=str(clip), realtime=False)
     observer = Observer()
     daemon = Daemon(
