@@ -75,11 +75,6 @@ class Pipeline:
     worker: ScoringWorker
     outputs: FanOut
 
-    @property
-    def finished(self) -> bool:
-        """True once every source has delivered all it will."""
-        return all(lane.source.finished for lane in self.lanes)
-
 
 def build_outputs(config: Config) -> FanOut:
     """The configured outputs; the MQTT one reads its password file here."""
@@ -122,11 +117,12 @@ def build_pipeline(
             status("loading model")
         runner = model_loader(config.model)
         scorers = build_scorers(config.label_sets, runner.embed_text, runner.logit_scale)
-        lanes = []
+        opened = []
         for source_cfg in source_configs:
             source = source_factory(source_cfg)
             sources.append(source)
-            lanes.append(_open_lane(config, source_cfg, source))
+            opened.append(_open_lane(config, source_cfg, source))
+        lanes = tuple(opened)
         tracker = EventTracker(config.events.cooldown_seconds, config.events.hold_seconds)
         worker = ScoringWorker(
             lanes[0].windower,
@@ -134,7 +130,7 @@ def build_pipeline(
             scorers,
             tracker,
             outputs.publish_events,
-            lambda: all(made.finished for made in sources),
+            lambda: all(lane.source.finished for lane in lanes),
             max_batch=config.model.max_batch,
             min_dbfs=config.window.min_dbfs,
             observer=observer,
@@ -144,7 +140,7 @@ def build_pipeline(
             stop_source(made)
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
         raise
-    return Pipeline(tuple(lanes), worker, outputs)
+    return Pipeline(lanes, worker, outputs)
 
 
 def _open_lane(config: Config, source_cfg: SourceConfig, source: Source) -> Lane:

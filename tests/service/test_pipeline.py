@@ -67,7 +67,7 @@ def test_one_lane_per_source_feeding_one_worker(
         assert pipeline.worker.windower is lane.windower
         assert [sink.name for sink in pipeline.outputs.sinks] == ["json-lines"]
         assert not pipeline.worker.is_alive()  # built, not started
-        assert not pipeline.finished
+        assert not pipeline.worker.source_finished()
     finally:
         for lane in pipeline.lanes:
             lane.source.stop()
