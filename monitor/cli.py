@@ -31,9 +31,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     labels = sum(len(s.labels) for s in config.label_sets)
-    source = config.source.type if config.source is not None else "no"
+    kinds = [s.type for s in config.source_configs]
+    sources = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds)) or "no"
     print(
-        f"{args.config}: OK ({source} source, {len(config.label_sets)} label set(s), "
+        f"{args.config}: OK ({sources} source(s), {len(config.label_sets)} label set(s), "
         f"{labels} labels, {config.window.seconds:g} s windows every "
         f"{config.window.hop_seconds:g} s)"
     )

@@ -39,7 +39,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_example_config_is_valid() -> None:
     config = load_config(EXAMPLE)
-    assert config.source.type == "microphone"
+    assert [s.type for s in config.source_configs] == ["microphone"]
+    assert config.per_source_topics
     assert [s.name for s in config.label_sets] == ["safety", "household"]
 
 
@@ -56,12 +57,18 @@ def _field_names(model: type[BaseModel]) -> set[str]:
 
 def test_example_config_documents_every_option() -> None:
     text = EXAMPLE.read_text()
-    from monitor.config import FileSourceConfig, LabelConfig, MicrophoneSourceConfig
+    from monitor.config import (
+        FileSourceConfig,
+        LabelConfig,
+        MicrophoneSourceConfig,
+        StreamSourceConfig,
+    )
 
     names = (
         _field_names(Config)
         | _field_names(MicrophoneSourceConfig)
         | _field_names(FileSourceConfig)
+        | _field_names(StreamSourceConfig)
         | _field_names(LabelSetConfig)
         | _field_names(LabelConfig)
     )
@@ -95,6 +102,43 @@ def test_every_field_has_a_description() -> None:
     assert undocumented == []
 
 
+def test_one_source_and_a_list_of_sources() -> None:
+    one = parse_config(GOOD, Path("c.yaml"))
+    assert [s.id for s in one.source_configs] == ["file"]
+    assert not one.per_source_topics  # today's topics for today's configs
+    many = parse_config(
+        "label_sets: [{name: safety, labels: [x, y]}, {name: pets, labels: [dog, cat]}]\n"
+        + "sources:\n"
+        + "  - {type: file, id: kitchen, path: k.wav}\n"
+        + "  - {type: stream, id: porch, url: 'rtsp://cam.lan/live', label_sets: [pets]}\n",
+        Path("c.yaml"),
+    )
+    assert [s.id for s in many.source_configs] == ["kitchen", "porch"]
+    assert many.per_source_topics
+    kitchen, porch = many.source_configs
+    assert [s.name for s in many.label_sets_of(kitchen)] == ["safety", "pets"]
+    assert [s.name for s in many.label_sets_of(porch)] == ["pets"]
+
+
+def test_a_password_in_a_stream_url_never_reaches_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(SETS + "sources: [{type: stream, url: 'gopher://admin:hunter2@cam/live'}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "hunter2" not in str(info.value)
+    assert "gopher://admin:***@cam/live" in str(info.value)
+
+
+def test_a_stream_takes_its_user_name_in_one_place() -> None:
+    with pytest.raises(ConfigError, match="already holds a user name"):
+        parse_config(
+            SETS
+            + "sources: [{type: stream, url: 'rtsp://u@cam/live', username: v, "
+            + "password_file: pw}]\n",
+            Path("c.yaml"),
+        )
+
+
 def test_defaults_and_label_shorthand() -> None:
     config = parse_config(GOOD, Path("c.yaml"))
     safety = config.label_sets[0]
@@ -106,6 +150,8 @@ def test_defaults_and_label_shorthand() -> None:
     assert config.mqtt.qos == 1
     assert config.window.seconds <= 10
 
+
+SETS = "label_sets: [{name: safety, labels: [x, y]}]\n"
 
 BROKEN = {
     "syntax error": ("source: {type: file, path: x.wav\nlabel_sets: []\n", "line 2"),
@@ -133,7 +179,40 @@ BROKEN = {
         GOOD.replace("- name: safety", "- name: safety\n    prompt_template: a sound"),
         "label_sets[0].prompt_template",
     ),
-    "missing source": ("label_sets: [{name: a, labels: [x, y]}]\n", "source: required key"),
+    "duplicate source ids": (
+        SETS + "sources: [{type: file, id: a, path: x.wav}, {type: file, id: a, path: y.wav}]\n",
+        "sources: duplicate source id(s): a",
+    ),
+    "unknown label set of a source": (
+        SETS + "sources: [{type: file, path: x.wav, label_sets: [safety, pets]}]\n",
+        "sources[0] (file).label_sets: no label set named 'pets'",
+    ),
+    "unsupported url scheme": (
+        SETS + "sources: [{type: stream, url: 'gopher://cam/live'}]\n",
+        "sources[0].url: url 'gopher://cam/live': scheme 'gopher'; expected one of rtsp",
+    ),
+    "url without host": (
+        SETS + "sources: [{type: stream, url: 'rtsp:///live'}]\n",
+        "sources[0].url: url 'rtsp:///live': no host name",
+    ),
+    "url with a bad port": (
+        SETS + "sources: [{type: stream, url: 'rtsp://cam:http/live'}]\n",
+        "the port is not a number",
+    ),
+    "stream type missing url": (SETS + "sources: [{type: stream}]\n", "sources[0].url"),
+    "bad type in sources": (SETS + "sources: [{type: radio}]\n", "sources[0].type"),
+    "source and sources": (
+        GOOD + "sources: [{type: file, path: y.wav}]\n",
+        "either source: (one) or sources: (a list)",
+    ),
+    "flat topics for two sources": (
+        SETS
+        + "sources: [{type: file, id: a, path: x.wav}, {type: file, id: b, path: y.wav}]\n"
+        + "mqtt: {topic_layout: flat}\n",
+        "mqtt.topic_layout: flat topics cannot tell several sources apart",
+    ),
+    "empty sources": (SETS + "sources: []\n", "sources"),
+    "missing source": ("label_sets: [{name: a, labels: [x, y]}]\n", "sources: required key"),
     "not a mapping": ("- just\n- a list\n", "top level"),
     "empty file": ("", "top level"),
 }

@@ -9,7 +9,13 @@ from monitor.config.model import ModelConfig
 from monitor.config.mqtt import MqttConfig, OutboxConfig, TlsConfig
 from monitor.config.output import OutputConfig
 from monitor.config.root import Config
-from monitor.config.source import FileSourceConfig, MicrophoneSourceConfig, SourceConfig
+from monitor.config.source import (
+    SOURCE_TYPES,
+    FileSourceConfig,
+    MicrophoneSourceConfig,
+    SourceConfig,
+    StreamSourceConfig,
+)
 from monitor.config.window import MAX_WINDOW_SECONDS, WindowConfig
 
 __all__ = [
@@ -29,7 +35,9 @@ __all__ = [
     "OutboxConfig",
     "OutputConfig",
     "ScoringMode",
+    "SOURCE_TYPES",
     "SourceConfig",
+    "StreamSourceConfig",
     "StrictModel",
     "TlsConfig",
     "WindowConfig",

@@ -8,6 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from monitor.config.root import Config
+from monitor.config.source import SOURCE_TYPES
 from monitor.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -15,12 +16,16 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_YAML_ALIASES = 100
 
 
+def _in_sources(loc: tuple[int | str, ...], i: int) -> bool:
+    return i > 1 and isinstance(loc[i - 1], int) and loc[i - 2] == "sources"
+
+
 def _format_location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for i, item in enumerate(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif i > 0 and loc[i - 1] == "source" and item in ("microphone", "file"):
+        elif i > 0 and item in SOURCE_TYPES and (loc[i - 1] == "source" or _in_sources(loc, i)):
             continue  # the discriminated union's tag, not a key the user wrote
         else:
             parts.append(("." if parts else "") + item)
@@ -34,7 +39,7 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
         what = "unknown key"
     elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         where += ".type"
-        what = "expected one of 'microphone', 'file'"
+        what = "expected one of " + ", ".join(map(repr, SOURCE_TYPES))
         if first["type"] == "union_tag_invalid":
             what += f" (got {first['ctx']['tag']!r})"
     elif first["type"] == "missing":
@@ -79,8 +84,8 @@ def parse_config(text: str, path: Path, *, require_source: bool = True) -> Confi
         raise ConfigError(_format_validation_error(path, err)) from err
     except RecursionError as err:
         raise ConfigError(f"{path}: configuration nested too deeply") from err
-    if require_source and config.source is None:
-        raise ConfigError(f"{path}: source: required key is missing")
+    if require_source and not config.source_configs:
+        raise ConfigError(f"{path}: sources: required key is missing (or a single source:)")
     return config
 
 

@@ -79,6 +79,14 @@ class MqttConfig(StrictModel):
         default_factory=_default_device_id,
         description="This monitor's name in topics; default = the host name.",
     )
+    topic_layout: Literal["auto", "flat", "per_source"] = Field(
+        default="auto",
+        description=(
+            "per_source: <prefix>/<device_id>/<source>/<set>/...; flat: <prefix>/<device_id>/"
+            "<set>/... (one source only); auto: flat for a config with `source:`, per_source "
+            "for one with `sources:`."
+        ),
+    )
     qos: Literal[0, 1, 2] = Field(default=1, description="QoS of detections and states.")
     keepalive_seconds: int = Field(
         default=60, ge=5, le=3600, description="MQTT keepalive; the Last Will fires after ~1.5x."

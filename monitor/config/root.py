@@ -21,9 +21,20 @@ class Config(StrictModel):
     """The whole monitor configuration."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="The CLAP model.")
+    sources: list[SourceConfig] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Where the audio comes from, one item per microphone, file or stream, each with a "
+            "unique id; required by `run`, unused by classify/eval."
+        ),
+    )
     source: SourceConfig | None = Field(
         default=None,
-        description="Where the audio comes from; required by `run`, unused by classify/eval.",
+        description=(
+            "A single source, as before `sources:` existed: the same as a one-item list, and "
+            "it keeps the MQTT topics without a source level (mqtt.topic_layout: auto)."
+        ),
     )
     window: WindowConfig = Field(default_factory=WindowConfig, description="Windowing.")
     label_sets: list[LabelSetConfig] = Field(
@@ -39,18 +50,56 @@ class Config(StrictModel):
         default="INFO", description="Logging level."
     )
 
+    @property
+    def source_configs(self) -> tuple[SourceConfig, ...]:
+        """Every configured source, whichever key named them (empty for the offline commands)."""
+        if self.sources is not None:
+            return tuple(self.sources)
+        return (self.source,) if self.source is not None else ()
+
+    @property
+    def per_source_topics(self) -> bool:
+        """Whether MQTT topics carry a source level (`<prefix>/<device>/<source>/...`)."""
+        if self.mqtt.topic_layout == "auto":
+            return self.sources is not None
+        return self.mqtt.topic_layout == "per_source"
+
+    def label_sets_of(self, source: SourceConfig) -> list[LabelSetConfig]:
+        """The label sets `source` is scored against, in config order."""
+        if source.label_sets is None:
+            return list(self.label_sets)
+        wanted = set(source.label_sets)
+        return [s for s in self.label_sets if s.name in wanted]
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        if (
-            self.source is not None
-            and self.source.buffer_seconds < self.window.seconds + self.source.block_seconds
-        ):
-            raise ValueError(
-                f"source.buffer_seconds ({self.source.buffer_seconds}) must hold at least one "
-                f"window plus one block ({self.window.seconds + self.source.block_seconds} s)"
-            )
         names = [s.name for s in self.label_sets]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate label set name(s): {', '.join(dupes)}")
+        if self.source is not None and self.sources is not None:
+            raise ValueError("give either source: (one) or sources: (a list), not both")
+        key = "sources" if self.sources is not None else "source"
+        ids = [s.id for s in self.source_configs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"{key}: duplicate source id(s): {', '.join(dupes)}")
+        for index, src in enumerate(self.source_configs):
+            where = f"sources[{index}] ({src.id})" if self.sources is not None else "source"
+            if src.buffer_seconds < self.window.seconds + src.block_seconds:
+                raise ValueError(
+                    f"{where}.buffer_seconds ({src.buffer_seconds}) must hold at least one "
+                    f"window plus one block ({self.window.seconds + src.block_seconds} s)"
+                )
+            unknown = [n for n in src.label_sets or () if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"{where}.label_sets: no label set named {', '.join(map(repr, unknown))} "
+                    f"(have {', '.join(map(repr, names))})"
+                )
+        if self.mqtt.topic_layout == "flat" and len(ids) > 1:
+            raise ValueError(
+                "mqtt.topic_layout: flat topics cannot tell several sources apart; "
+                "use per_source (or auto)"
+            )
         return self

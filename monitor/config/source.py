@@ -1,13 +1,30 @@
-"""`source:`: a live capture device or a replayed file, told apart by `type`."""
+"""`sources:`: capture devices, replayed files and network streams, told apart by `type`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from monitor.config.base import StrictModel, check_slug
+from monitor.config.secrets import redact_url
+
+# What ffmpeg reads as a live stream: cameras (RTSP/RTSPS), HTTP(S) audio (Icecast, go2rtc
+# restreams), RTMP, SRT, raw UDP/TCP, and local files (handy for testing a stream setup).
+STREAM_URL_SCHEMES = (
+    "rtsp",
+    "rtsps",
+    "rtmp",
+    "rtmps",
+    "http",
+    "https",
+    "srt",
+    "udp",
+    "tcp",
+    "file",
+)
 
 
 class _SourceCommon(StrictModel):
@@ -19,6 +36,11 @@ class _SourceCommon(StrictModel):
         gt=0,
         le=600,
         description="Ring buffer capacity; must hold at least one window.",
+    )
+    label_sets: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Names of the label sets this source is scored against; unset = every set.",
     )
 
     _check_id = field_validator("id")(lambda v: check_slug(v, "source id"))
@@ -86,4 +108,102 @@ class FileSourceConfig(_SourceCommon):
         return not self.realtime
 
 
-SourceConfig = Annotated[MicrophoneSourceConfig | FileSourceConfig, Field(discriminator="type")]
+class StreamSourceConfig(_SourceCommon):
+    """A network stream (an RTSP camera, an HTTP audio stream) read through an ffmpeg process."""
+
+    type: Literal["stream"] = Field(description="Source kind: anything ffmpeg opens, by URL.")
+    id: str = Field(default="stream", description="Source id used in payloads and topics.")
+    url: str = Field(
+        description=(
+            "Stream URL, e.g. rtsp://camera.lan:554/stream1 or http://host:8000/live. Put the "
+            "password in password_file, not here: it would be in the config for anyone to read."
+        ),
+    )
+    username: str | None = Field(
+        default=None, description="User name for the stream; merged into the URL for ffmpeg."
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the stream's password. A relative name is looked up in "
+            "$CREDENTIALS_DIRECTORY (systemd LoadCredential=) when that is set."
+        ),
+    )
+    rtsp_transport: Literal["tcp", "udp", "udp_multicast", "http", "https"] = Field(
+        default="tcp",
+        description="RTSP lower transport; tcp survives lossy Wi-Fi and NAT (RTSP URLs only).",
+    )
+    sample_rate_hz: int = Field(
+        default=48000,
+        ge=8000,
+        le=192000,
+        description="Rate ffmpeg delivers (it resamples); 48000 = the model's rate, no resampling.",
+    )
+    connect_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Network connect/read timeout ffmpeg applies, so a half-open link is noticed.",
+    )
+    no_data_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="Restart the stream when it is connected but sends no audio for this long.",
+    )
+    block_seconds: float = Field(
+        default=0.1, gt=0, le=1.0, description="Audio written to the ring buffer per read."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        shown = redact_url(value)
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in STREAM_URL_SCHEMES:
+            got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(
+                f"url {shown!r}: {got}; expected one of {', '.join(STREAM_URL_SCHEMES)}"
+            )
+        if parts.scheme.lower() != "file" and not parts.hostname:
+            raise ValueError(f"url {shown!r}: no host name")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as err:
+            raise ValueError(f"url {shown!r}: the port is not a number") from err
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> StreamSourceConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        if self.username is not None and urlsplit(self.url).username is not None:
+            raise ValueError("the url already holds a user name; give it in one place only")
+        return self
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL as logs and payloads may show it: no password, whatever the config holds."""
+        return redact_url(self.url)
+
+    @property
+    def is_rtsp(self) -> bool:
+        """RTSP takes its own transport and timeout options in ffmpeg."""
+        return urlsplit(self.url).scheme.lower() in ("rtsp", "rtsps")
+
+    @property
+    def live(self) -> bool:
+        """A camera or a radio stream never pauses: silence from it is a fault."""
+        return True
+
+    @property
+    def lossless(self) -> bool:
+        """Real-time: when scoring falls behind, the oldest audio is dropped."""
+        return False
+
+
+SourceConfig = Annotated[
+    MicrophoneSourceConfig | FileSourceConfig | StreamSourceConfig, Field(discriminator="type")
+]
+
+SOURCE_TYPES = ("microphone", "file", "stream")

@@ -20,10 +20,8 @@ import pytest
 
 from monitor.config import MqttConfig, OutboxConfig, TlsConfig
 from monitor.errors import ConfigError
-from monitor.outputs.mqtt.publisher import (
-    MqttPublisher,
-    resolve_password_path,
-)
+from monitor.config.secrets import resolve_password_path
+from monitor.outputs.mqtt.publisher import MqttPublisher
 from tests.support.broker import Broker, ReceivedMessage, Subscriber, read_retained
 from tests.support.child_publisher import CHILD_STATUS, ChildPublisher, child_settings
 from tests.support.mqtt import DATA, STATUS, make_config

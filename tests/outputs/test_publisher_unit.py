@@ -10,11 +10,8 @@ import pytest
 
 from monitor.config import MqttConfig, OutboxConfig, TlsConfig
 from monitor.errors import ConfigError
-from monitor.outputs.mqtt.publisher import (
-    MqttPublisher,
-    reconnect_delay_seconds,
-    resolve_password_path,
-)
+from monitor.config.secrets import resolve_password_path
+from monitor.outputs.mqtt.publisher import MqttPublisher, reconnect_delay_seconds
 from tests.support.mqtt import DATA, STATUS
 
 

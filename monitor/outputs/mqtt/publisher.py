@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from monitor.config import MqttConfig
+from monitor.config.secrets import read_password
 from monitor.errors import ConfigError
 from monitor.outputs.mqtt.outbox import Outbox
 
@@ -49,32 +50,6 @@ class PublisherStats:
     outbox_expired: int = 0  # messages dropped because older than mqtt.outbox.max_age_hours
     outbox_corrupt: int = 0  # unreadable outbox entries removed
     outbox_write_errors: int = 0  # messages that could not be written (kept in memory only)
-
-
-def resolve_password_path(path: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """`path`, or $CREDENTIALS_DIRECTORY/`path` for a relative name under systemd credentials."""
-    env = os.environ if environ is None else environ
-    path = path.expanduser()
-    credentials = env.get("CREDENTIALS_DIRECTORY")
-    if credentials and not path.is_absolute():
-        return Path(credentials) / path
-    return path
-
-
-def read_password(path: Path, environ: Mapping[str, str] | None = None) -> str:
-    """The password stored in `path` (see resolve_password_path), without its trailing newline."""
-    path = resolve_password_path(path, environ)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: not UTF-8 text") from err
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: {reason}") from err
-    password = text.removesuffix("\n").removesuffix("\r")
-    if not password:
-        raise ConfigError(f"mqtt.password_file: {path} is empty")
-    return password
 
 
 def reconnect_delay_seconds(
