@@ -44,6 +44,10 @@ def make_source(cfg: SourceConfig) -> Source:
         from monitor.audio.microphone import MicrophoneSource
 
         return MicrophoneSource(cfg)
+    if cfg.type == "stream":
+        from monitor.audio.stream import StreamSource
+
+        return StreamSource(cfg)
     from monitor.audio.file import FileSource
 
     return FileSource(cfg)

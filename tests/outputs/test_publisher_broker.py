@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from monitor.config import MqttConfig, OutboxConfig, TlsConfig
-from monitor.errors import ConfigError
 from monitor.config.secrets import resolve_password_path
+from monitor.errors import ConfigError
 from monitor.outputs.mqtt.publisher import MqttPublisher
 from tests.support.broker import Broker, ReceivedMessage, Subscriber, read_retained
 from tests.support.child_publisher import CHILD_STATUS, ChildPublisher, child_settings

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from monitor.config import MqttConfig, OutboxConfig, TlsConfig
-from monitor.errors import ConfigError
 from monitor.config.secrets import resolve_password_path
+from monitor.errors import ConfigError
 from monitor.outputs.mqtt.publisher import MqttPublisher, reconnect_delay_seconds
 from tests.support.mqtt import DATA, STATUS
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
