@@ -7,6 +7,13 @@ from datetime import datetime
 
 import numpy as np
 
+StreamPosition = tuple[str, int]
+"""(stream key, first sample at the model's rate): where a window lies in which stream."""
+
+Position = int | StreamPosition | None
+"""A window's place for feature reuse: an index in the one default stream, a keyed stream
+position, or None (the window stands alone)."""
+
 
 @dataclass(frozen=True)
 class Window:
@@ -27,6 +34,13 @@ class Window:
     @property
     def duration_seconds(self) -> float:
         return len(self.samples) / self.sample_rate_hz
+
+    @property
+    def position(self) -> StreamPosition | None:
+        """Where the model may reuse this window's frames: keyed by its source."""
+        if self.model_start_index is None:
+            return None
+        return (self.source_id, self.model_start_index)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-Positions = Sequence[int | None]
+from monitor.frames import Position
+
+Positions = Sequence[Position]
 
 
 class BatchEmbedder(Protocol):

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from monitor.frames import Position
+
 logger = logging.getLogger(__name__)
 
 # power_to_db as ClapFeatureExtractor calls it: reference 1.0, floor 1e-10 (= -100 dB).
@@ -21,6 +23,9 @@ PADDINGS = ("repeatpad", "repeat", "pad")
 # resampled length is rounded by one sample at the end. A frame whose support comes this close
 # to an edge is computed for its window and never shared with another window.
 EDGE_MARGIN_SAMPLES = 2048
+MAX_CACHED_STREAMS = 64  # one cache per source; beyond this the least recently used goes
+
+Positions = Sequence[Position]
 
 
 @dataclass(frozen=True)
@@ -256,8 +261,11 @@ class StreamingMel:
     served the same way when its length is a whole number of hops. Windows with no position
     or a position off the frame grid are computed in full and not kept.
 
-    The cache belongs to one stream: a position at or before the previous one is taken as a
-    new stream and empties it (reset() does so explicitly).
+    Each stream has its own cache: a position is a stream's sample index (the one default
+    stream) or (stream key, index), so windows of several sources can share a batch without
+    ever reusing each other's frames. Within a stream, a position at or before the previous
+    one is taken as a new stream (a reopened source) and empties its cache (reset() empties
+    all of them).
     """
 
     def __init__(
@@ -266,6 +274,7 @@ class StreamingMel:
         *,
         capacity_frames: int | None = None,
         margin_samples: int = EDGE_MARGIN_SAMPLES,
+        max_streams: int = MAX_CACHED_STREAMS,
     ) -> None:
         s = features.settings
         self.features = features
@@ -276,32 +285,31 @@ class StreamingMel:
             # A window's own frames must never evict each other within one store.
             raise ValueError(f"capacity_frames must be at least {s.frames} (one window)")
         self.margin_samples = margin_samples
+        self.max_streams = max_streams
         self._centres = np.arange(s.frames, dtype=np.int64) * s.hop_length
-        self._keys = np.full(self.capacity_frames, -1, dtype=np.int64)
-        self._values = np.zeros((self.capacity_frames, s.mel_bins), dtype=np.float32)
-        self._last_position: int | None = None
-        # Audio may be embedded from several threads; the ring is shared state.
+        # Insertion order = least recently used first (bounded memory whatever the callers).
+        self._streams: dict[str, _StreamCache] = {}
+        # Audio may be embedded from several threads; the caches are shared state.
         self._lock = threading.Lock()
         self.frames_computed = 0
         self.frames_reused = 0
 
     @property
     def cached_frames(self) -> int:
-        """Frames held in the ring now (at most capacity_frames)."""
-        return int(np.count_nonzero(self._keys >= 0))
+        """Frames held in the caches now (at most capacity_frames per stream)."""
+        return sum(int(np.count_nonzero(c.keys >= 0)) for c in self._streams.values())
 
     def reset(self) -> None:
-        """Forget every cached frame (a new stream starts)."""
+        """Forget every cached frame of every stream."""
         with self._lock:
-            self._clear()
+            self._streams.clear()
 
-    def __call__(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
-    ) -> Any:
+    def __call__(self, windows: Sequence[np.ndarray], positions: Positions | None = None) -> Any:
         """(len(windows), 1, frames, mel_bins) float32 in the wrapped class's output type.
 
-        positions: each window's first sample as an absolute index at the model's rate in this
-        stream, or None; without any, exactly the wrapped computation.
+        positions: each window's first sample as an absolute index at the model's rate in its
+        stream, optionally with the stream's key, or None; without any, exactly the wrapped
+        computation.
         """
         if positions is None or all(p is None for p in positions):
             return self.features(windows)
@@ -314,9 +322,14 @@ class StreamingMel:
                 out[row, 0] = self._window(np.asarray(window).reshape(-1), position)
         return self.features.as_output(out)
 
-    def _clear(self) -> None:
-        self._keys.fill(-1)
-        self._last_position = None
+    def _cache(self, stream: str) -> _StreamCache:
+        cache = self._streams.pop(stream, None)
+        if cache is None:
+            if len(self._streams) >= self.max_streams:
+                del self._streams[next(iter(self._streams))]
+            cache = _StreamCache(self.capacity_frames, self.settings.mel_bins)
+        self._streams[stream] = cache
+        return cache
 
     def _frame_keys(self, size: int, position: int) -> np.ndarray:
         """The stream frame of each of the padded window's frames, or -1 for a frame that
@@ -344,27 +357,31 @@ class StreamingMel:
         keys[inside] = position // s.hop_length + local[inside] // s.hop_length
         return keys
 
-    def _window(self, samples: np.ndarray, position: int | None) -> np.ndarray:
+    def _window(self, samples: np.ndarray, where: Position) -> np.ndarray:
         s = self.settings
-        if position is not None:
+        stream, position = ("", where) if where is None or isinstance(where, int) else where
+        if position is None:
+            cache = None
+        else:
             if position < 0:
                 raise ValueError(f"a window position must be >= 0, got {position}")
-            if self._last_position is not None and position <= self._last_position:
+            cache = self._cache(stream)
+            if cache.last_position is not None and position <= cache.last_position:
                 logger.debug(
-                    "window position %d is not after %d: new stream", position, self._last_position
+                    "window position %d is not after %d: new stream", position, cache.last_position
                 )
-                self._clear()
-            self._last_position = position
+                cache.clear()
+            cache.last_position = position
         padded = samples if samples.size == s.max_samples else pad_windows([samples], s)[0]
-        if position is None or position % s.hop_length:
+        if cache is None or position is None or position % s.hop_length:
             self.frames_computed += s.frames
             return self.features.frame_run(padded, 0, s.frames)
         keys = self._frame_keys(samples.size, position)
         keyed = keys >= 0
         slots = keys % self.capacity_frames
         result = np.empty((s.frames, s.mel_bins), dtype=np.float32)
-        hit = keyed & (self._keys[slots] == keys)
-        result[hit] = self._values[slots[hit]]
+        hit = keyed & (cache.keys[slots] == keys)
+        result[hit] = cache.values[slots[hit]]
         needed = ~hit
         # A repeated window holds each of its frames once per copy: compute the first only.
         first_of_key = np.zeros(s.frames, dtype=bool)
@@ -376,9 +393,22 @@ class StreamingMel:
             result[first:end] = self.features.frame_run(padded, first, end)
             self.frames_computed += end - first
             kept = np.arange(first, end)[keyed[first:end]]
-            self._keys[slots[kept]] = keys[kept]
-            self._values[slots[kept]] = result[kept]
+            cache.keys[slots[kept]] = keys[kept]
+            cache.values[slots[kept]] = result[kept]
         # Their first copies are in the ring now (a window's keys never evict each other).
-        result[repeated] = self._values[slots[repeated]]
+        result[repeated] = cache.values[slots[repeated]]
         self.frames_reused += int(np.count_nonzero(hit) + np.count_nonzero(repeated))
         return result
+
+
+class _StreamCache:
+    """One stream's frames: a ring of slots keyed by global frame index (-1 = empty)."""
+
+    def __init__(self, capacity_frames: int, mel_bins: int) -> None:
+        self.keys = np.full(capacity_frames, -1, dtype=np.int64)
+        self.values = np.zeros((capacity_frames, mel_bins), dtype=np.float32)
+        self.last_position: int | None = None
+
+    def clear(self) -> None:
+        self.keys.fill(-1)
+        self.last_position = None

@@ -28,7 +28,7 @@ from monitor.model.artefacts import (
     onnx_file_names,
     read_metadata,
 )
-from monitor.model.batching import embed_through_stages
+from monitor.model.batching import Positions, embed_through_stages
 from monitor.model.checkpoint import identity_of, resolve_source
 from monitor.model.embedcache import CachedTextEmbedder, CheckpointIdentity, EmbeddingCache
 from monitor.model.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
@@ -72,7 +72,7 @@ class OnnxClapRunner:
         return self._text(prompts)
 
     def audio_features(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Positions | None = None
     ) -> np.ndarray:
         """The model's input features of checked windows: (n, 1, frames, mel bins) float32;
         positions: each window's start in its stream (see ClapRunner), or None."""
@@ -92,7 +92,7 @@ class OnnxClapRunner:
         return out
 
     def embed_audio(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Positions | None = None
     ) -> np.ndarray:
         """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
 

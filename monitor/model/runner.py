@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from monitor.config import ModelConfig
+from monitor.model.batching import Positions
 
 
 class ClapRunner(Protocol):
@@ -15,8 +16,8 @@ class ClapRunner(Protocol):
 
     embed_text: (len(prompts), dim) float32 rows, L2-normalised; embed_audio: the same for
     mono float32 windows of 1..max_samples samples at sample_rate_hz, with optionally each
-    window's first sample in its stream at that rate (monitor.frames.Window.model_start_index):
-    windows of one stream then share the feature frames they overlap.
+    window's place in its stream at that rate (monitor.frames.Window.position, keyed by the
+    source): windows of one stream then share the feature frames they overlap.
     """
 
     model_id: str
@@ -28,7 +29,7 @@ class ClapRunner(Protocol):
     def embed_text(self, prompts: Sequence[str]) -> np.ndarray: ...
 
     def embed_audio(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Positions | None = None
     ) -> np.ndarray: ...
 
 

@@ -24,7 +24,7 @@ from monitor.model.artefacts import (
     graph_file_names,
     read_metadata,
 )
-from monitor.model.batching import embed_through_stages
+from monitor.model.batching import Positions, embed_through_stages
 from monitor.model.checkpoint import (
     check_complete,
     identity_of,
@@ -108,7 +108,7 @@ class TorchClapRunner:
         return self._text(prompts)
 
     def audio_features(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Positions | None = None
     ) -> dict[str, Any]:
         """The model's inputs for checked windows (input_features as the extractor makes them);
         positions: each window's start in its stream (see ClapRunner), or None."""
@@ -140,7 +140,7 @@ class TorchClapRunner:
         return result
 
     def embed_audio(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Positions | None = None
     ) -> np.ndarray:
         """Embed mono float32 windows at sample_rate_hz: (len(windows), dim) float32.
 

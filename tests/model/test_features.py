@@ -332,3 +332,25 @@ def test_a_position_going_back_starts_a_new_stream(settings: MelSettings) -> Non
     np.testing.assert_allclose(ours, full([other[48000:528000]]), atol=1e-4)
     streaming.reset()
     assert streaming.cached_frames == 0
+
+
+def test_keyed_streams_interleaved_keep_their_own_frames(settings: MelSettings) -> None:
+    full, streaming = NumpyMelFeatures(settings), StreamingMel(NumpyMelFeatures(settings))
+    one, other = stream_audio(48000, 13.0, seed=1), stream_audio(48000, 13.0, seed=2)
+    # Two sources at the same positions, alternating within and across batches.
+    for start in (0, 48000, 96000):
+        batch = [one[start : start + 480000], other[start : start + 480000]]
+        ours = streaming(batch, [("kitchen", start), ("porch", start)])
+        np.testing.assert_allclose(ours, full(batch), atol=1e-4)
+    # Each stream reused its own interior frames: far fewer computed than 6 whole windows.
+    # (Caches dropped at every switch of source would compute all 6 x 1001.)
+    assert streaming.frames_computed < 3 * 1001
+    assert streaming.cached_frames <= 2 * streaming.capacity_frames
+
+
+def test_the_number_of_stream_caches_is_bounded(settings: MelSettings) -> None:
+    streaming = StreamingMel(NumpyMelFeatures(settings), max_streams=2)
+    audio = stream_audio(48000, 10.0)
+    for key in ("a", "b", "c"):
+        streaming([audio], [(key, 0)])
+    assert streaming.cached_frames <= 2 * streaming.capacity_frames
