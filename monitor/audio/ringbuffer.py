@@ -31,6 +31,11 @@ class RingBuffer:
         self._lost_frames = 0  # frames overwritten before the reader reached them
         self._data_ready = threading.Event()
         self._space_ready = threading.Event()
+        self._listeners: tuple[threading.Event, ...] = ()  # set on every write (a reader of many)
+
+    def notify_on_write(self, event: threading.Event) -> None:
+        """Also set `event` on every write: one reader can wait for any of several buffers."""
+        self._listeners = (*self._listeners, event)
 
     # -- writer side ---------------------------------------------------------------------
 
@@ -61,6 +66,8 @@ class RingBuffer:
         self._written = written
         self._anchor = (written, time.time() if wall_time_end is None else wall_time_end)
         self._data_ready.set()
+        for listener in self._listeners:
+            listener.set()
 
     def free_frames(self) -> int:
         """Frames the writer can add without overwriting audio the reader still needs."""
@@ -118,6 +125,8 @@ class RingBuffer:
         """Release any reader or writer waiting (used at shutdown)."""
         self._data_ready.set()
         self._space_ready.set()
+        for listener in self._listeners:
+            listener.set()
 
     def read(self, start_index: int, end_index: int) -> np.ndarray | None:
         """Copy frames [start_index, end_index) out; None if any of them is no longer held."""

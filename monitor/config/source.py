@@ -43,6 +43,11 @@ class _SourceCommon(StrictModel):
         description="Names of the label sets this source is scored against; unset = every set.",
     )
 
+    @property
+    def stall_limit_seconds(self) -> float | None:
+        """How long without audio marks this source stalled; None = health.capture_stall_seconds."""
+        return None
+
     _check_id = field_validator("id")(lambda v: check_slug(v, "source id"))
 
 
@@ -81,6 +86,12 @@ class MicrophoneSourceConfig(_SourceCommon):
         """Every window must be scored, even late: never, a live device drops the oldest."""
         return False
 
+    @property
+    def reopens_forever(self) -> bool:
+        """No: a device still gone after health.max_source_restarts reopenings needs a fresh
+        process (PortAudio lists devices once), so it is given up on."""
+        return False
+
 
 class FileSourceConfig(_SourceCommon):
     """An audio file (WAV/FLAC/OGG) replayed as if it were a live stream."""
@@ -106,6 +117,11 @@ class FileSourceConfig(_SourceCommon):
     def lossless(self) -> bool:
         """Replayed as fast as it is consumed, so no window may be dropped to catch up."""
         return not self.realtime
+
+    @property
+    def reopens_forever(self) -> bool:
+        """No: a file that fails to read would fail again."""
+        return False
 
 
 class StreamSourceConfig(_SourceCommon):
@@ -182,6 +198,11 @@ class StreamSourceConfig(_SourceCommon):
         return self
 
     @property
+    def stall_limit_seconds(self) -> float | None:
+        """Connecting may take the connect timeout before the first audio can arrive."""
+        return self.connect_timeout_seconds + self.no_data_timeout_seconds
+
+    @property
     def redacted_url(self) -> str:
         """The URL as logs and payloads may show it: no password, whatever the config holds."""
         return redact_url(self.url)
@@ -200,6 +221,12 @@ class StreamSourceConfig(_SourceCommon):
     def lossless(self) -> bool:
         """Real-time: when scoring falls behind, the oldest audio is dropped."""
         return False
+
+    @property
+    def reopens_forever(self) -> bool:
+        """Yes: a camera or a server may be away for hours and then come back; each attempt
+        is a fresh ffmpeg, spaced by the capped backoff."""
+        return True
 
 
 SourceConfig = Annotated[

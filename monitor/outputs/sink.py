@@ -11,14 +11,24 @@ from monitor.frames import Event
 
 
 @dataclass(frozen=True)
+class SourceHealth:
+    """One source's health: its own state and counters."""
+
+    source_id: str
+    state: str  # "ok", "degraded" (being reopened) or "failed" (given up on)
+    detail: str
+    counters: Mapping[str, int]  # name -> value, in the order they are to be shown
+
+
+@dataclass(frozen=True)
 class HealthReport:
     """The monitor's health at one moment, for outputs that publish it."""
 
-    state: str  # "ok" or "degraded"
+    state: str  # "ok" when every source is ok, else "degraded"
     detail: str
-    source_id: str
     time: datetime  # UTC
-    counters: Mapping[str, int]  # name -> value, in the order they are to be shown
+    counters: Mapping[str, int]  # the whole monitor's, in the order they are to be shown
+    sources: tuple[SourceHealth, ...]  # in config order
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ class _Open:
 
 
 class EventTracker:
-    """Per (label set, label): an event starts at the first detection and ends after
+    """Per (source, label set, label): an event starts at the first detection and ends after
     `cooldown_seconds` of audio without one (and never before `hold_seconds` after its start).
 
     Time is the audio stream's own time (window end sample / rate), so replaying a file as
@@ -30,15 +30,16 @@ class EventTracker:
     def __init__(self, cooldown_seconds: float, hold_seconds: float) -> None:
         self.cooldown_seconds = cooldown_seconds
         self.hold_seconds = hold_seconds
-        self._open: dict[tuple[str, str], _Open] = {}
+        self._open: dict[tuple[str, str, str], _Open] = {}
 
     @property
-    def active(self) -> list[tuple[str, str]]:
-        """(label set, label) pairs whose event is ON."""
+    def active(self) -> list[tuple[str, str, str]]:
+        """(source, label set, label) whose event is ON: two rooms hearing a dog are two."""
         return list(self._open)
 
     def update(
         self,
+        source_id: str,
         label_set: str,
         labels: tuple[str, ...],
         detections: list[Detection],
@@ -47,12 +48,12 @@ class EventTracker:
     ) -> list[Event]:
         """Feed one window's detections for one label set; returns the events it caused.
 
-        `stream_seconds` is the window's end in stream time; `now` its end in UTC.
+        `stream_seconds` is the window's end in its source's stream time; `now` its end in UTC.
         """
         events: list[Event] = []
         hits = {d.label: d for d in detections}
         for label in labels:
-            key = (label_set, label)
+            key = (source_id, label_set, label)
             hit = hits.get(label)
             state = self._open.get(key)
             if hit is not None:
@@ -76,7 +77,7 @@ class EventTracker:
         """End every open event (at shutdown, so no state is left stuck ON)."""
         return [self._end(key, now) for key in list(self._open)]
 
-    def _end(self, key: tuple[str, str], now: datetime) -> Event:
+    def _end(self, key: tuple[str, str, str], now: datetime) -> Event:
         state = self._open.pop(key)
         # The end message gets its own id so receivers can de-duplicate start and end apart.
         peak = replace(state.peak, id=str(uuid.uuid4()))

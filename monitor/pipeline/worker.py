@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from monitor.audio.windowing import Windower
-from monitor.frames import Detection, Event, Scores, Window
+from monitor.frames import Detection, Event, Position, Scores, Window
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import LabelSetScorer
 
@@ -33,8 +33,21 @@ class AudioEmbedder(Protocol):
     model_id: str
 
     def embed_audio(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Sequence[Position] | None = None
     ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One source as the worker sees it: its windows and the label sets they are scored by."""
+
+    windower: Windower
+    scorers: tuple[LabelSetScorer, ...]
+    finished: Callable[[], bool]  # a finite source has delivered all of its audio
+
+    @property
+    def source_id(self) -> str:
+        return self.windower.source_id
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,22 @@ class WorkerStats:
     last_progress_monotonic: float
 
 
+@dataclass
+class _Counters:
+    """One source's counters, written only by the worker thread."""
+
+    scored: int = 0
+    nonfinite: int = 0
+    silent: int = 0
+    clipped: int = 0
+    dc: int = 0
+    quiet_gated: int = 0
+    bad_scores: int = 0
+    detections: int = 0
+    events: int = 0
+    last_ms: float = 0.0
+
+
 def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dB relative to full scale (a full-scale square wave is 0 dBFS)."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
@@ -99,88 +128,144 @@ def detections_of(scores: Scores, scorer: LabelSetScorer, model_id: str) -> list
 
 
 class ScoringWorker(threading.Thread):
-    """Scores windows until stopped, or until a finite source is drained (`drained` is then set)."""
+    """Scores the windows of every feed until stopped, or until every feed is drained (finite
+    sources only; `drained` is then set).
+
+    One forward pass takes up to `max_batch` windows. Scheduling is fair: each batch holds at
+    most one window per source (a live source's newest, a lossless source's next), starting
+    with a different source each time, so a file replayed as fast as possible never delays a
+    live source by more than one window's inference. Only when no live source is running do
+    lossless sources fill the batch with several windows each (throughput for replays).
+    """
 
     def __init__(
         self,
-        windower: Windower,
+        feeds: Sequence[Feed],
         embedder: AudioEmbedder,
-        scorers: list[LabelSetScorer],
         tracker: EventTracker,
         on_events: Callable[[Sequence[Event]], None],
-        source_finished: Callable[[], bool],
         *,
         max_batch: int = 1,
         min_dbfs: float | None = None,
         observer: ScoringObserver | None = None,
     ) -> None:
         super().__init__(name="scoring-worker", daemon=True)
-        self.windower = windower
+        if not feeds:
+            raise ValueError("the worker needs at least one feed")
+        self.feeds = tuple(feeds)
+        self._feed_of = {feed.source_id: feed for feed in self.feeds}
+        if len(self._feed_of) != len(self.feeds):
+            raise ValueError("two feeds share a source id")
         self.embedder = embedder
-        self.scorers = scorers
         self.tracker = tracker
         self.on_events = on_events
         self.observer = observer
-        self.source_finished = source_finished
         self.max_batch = max_batch
         self.min_dbfs = min_dbfs
         self.error: BaseException | None = None
         self.drained = threading.Event()
         self._stop_requested = threading.Event()
-        self._scored = 0
-        self._nonfinite = 0
-        self._silent = 0
-        self._clipped = 0
-        self._dc = 0
-        self._quiet_gated = 0
-        self._bad_scores = 0
-        self._detections = 0
-        self._events = 0
+        self._wakeup = threading.Event()
+        for feed in self.feeds:
+            feed.windower.ring.notify_on_write(self._wakeup)
+        self._done = dict.fromkeys(self._feed_of, False)
+        self._counters = {source_id: _Counters() for source_id in self._feed_of}
+        self._first_feed = 0  # rotates, so no source is always first in a full batch
         self._last_ms = 0.0
         self._batch_ms = 0.0  # of the latest batch; 0 when none of its windows met the model
         self._last_progress = time.monotonic()
 
-    def stop(self) -> None:
-        """Ask the worker to stop after the window in flight."""
-        self._stop_requested.set()
-        self.windower.ring.wake()
+    @property
+    def scorers(self) -> tuple[LabelSetScorer, ...]:
+        """Every label set scored by some feed, each once, in first-use order."""
+        unique = {id(s): s for feed in self.feeds for s in feed.scorers}
+        return tuple(unique.values())
 
-    def stats(self) -> WorkerStats:
+    def stop(self) -> None:
+        """Ask the worker to stop after the batch in flight."""
+        self._stop_requested.set()
+        self._wakeup.set()
+
+    def stats(self, source_id: str | None = None) -> WorkerStats:
+        """The counters of one source, or of all of them together."""
+        ids = list(self._counters) if source_id is None else [source_id]
+        counters = [self._counters[i] for i in ids]
         return WorkerStats(
-            windows_scored=self._scored,
-            windows_skipped_nonfinite=self._nonfinite,
-            windows_skipped_silent=self._silent,
-            windows_skipped_lagging=self.windower.skipped_windows,
-            windows_clipped=self._clipped,
-            windows_dc_offset=self._dc,
-            windows_skipped_quiet=self._quiet_gated,
-            detections=self._detections,
-            events=self._events,
-            last_inference_ms=self._last_ms,
+            windows_scored=sum(c.scored for c in counters),
+            windows_skipped_nonfinite=sum(c.nonfinite for c in counters),
+            windows_skipped_silent=sum(c.silent for c in counters),
+            windows_skipped_lagging=sum(self._feed_of[i].windower.skipped_windows for i in ids),
+            windows_clipped=sum(c.clipped for c in counters),
+            windows_dc_offset=sum(c.dc for c in counters),
+            windows_skipped_quiet=sum(c.quiet_gated for c in counters),
+            detections=sum(c.detections for c in counters),
+            events=sum(c.events for c in counters),
+            last_inference_ms=(
+                self._last_ms if source_id is None else self._counters[source_id].last_ms
+            ),
             last_progress_monotonic=self._last_progress,
         )
 
     def run(self) -> None:
         try:
             while not self._stop_requested.is_set():
-                window = self.windower.next_window(WAIT_SECONDS)
+                # Cleared before looking: a write after this point wakes the wait below.
+                self._wakeup.clear()
+                batch = self._collect()
+                if not batch:
+                    batch = self._finish_drained_feeds()
                 self._last_progress = time.monotonic()
-                if window is not None:
-                    self._step(self._with_waiting(window))
-                elif self.source_finished():
-                    # The source wrote its last block before flagging the end: look once more.
-                    window = self.windower.next_window(0)
-                    if window is not None:
-                        self._step(self._with_waiting(window))
-                        continue
-                    final = self.windower.final_window()
-                    if final is not None:
-                        self._step([final])
+                if batch:
+                    self._step(batch)
+                elif all(self._done.values()):
                     self.drained.set()
                     return
+                else:
+                    self._wakeup.wait(WAIT_SECONDS)
         except BaseException as err:
             self.error = err
             logger.exception("scoring worker failed")
+
+    def _collect(self) -> list[Window]:
+        """The next batch: round by round, one window from each source that has one."""
+        feeds = self.feeds[self._first_feed :] + self.feeds[: self._first_feed]
+        self._first_feed = (self._first_feed + 1) % len(self.feeds)
+        live_running = any(
+            not feed.windower.catch_up and not self._done[feed.source_id] for feed in feeds
+        )
+        batch: list[Window] = []
+        while len(batch) < self.max_batch and not self._stop_requested.is_set():
+            found = 0
+            for feed in feeds:
+                if len(batch) >= self.max_batch:
+                    break
+                if self._done[feed.source_id]:
+                    continue
+                window = feed.windower.next_window(0)
+                if window is not None:
+                    batch.append(window)
+                    found += 1
+            if not found or live_running:
+                break
+        return batch
+
+    def _finish_drained_feeds(self) -> list[Window]:
+        """The last windows of finite sources that have ended (each feed's once)."""
+        batch: list[Window] = []
+        for feed in self.feeds:
+            if self._done[feed.source_id] or not feed.finished():
+                continue
+            # The source wrote its last block before flagging the end: look once more.
+            window = feed.windower.next_window(0)
+            if window is not None:
+                batch.append(window)
+                continue
+            self._done[feed.source_id] = True
+            final = feed.windower.final_window()
+            if final is not None:
+                batch.append(final)
+            logger.info("source %s finished; all of its audio scored", feed.source_id)
+        return batch
 
     def _step(self, windows: list[Window]) -> None:
         """Score a batch, hand its events on, then show the observer what was done."""
@@ -194,9 +279,16 @@ class ScoringWorker(threading.Thread):
     def deliver(self, events: Sequence[Event]) -> None:
         """The one way out for events: counted, logged and handed to `on_events`."""
         for event in events:
-            self._events += 1
             d = event.detection
-            logger.info("event %s: %s/%s score %.3f", event.kind, d.label_set, d.label, d.score)
+            self._counters[d.source_id].events += 1
+            logger.info(
+                "event %s: %s %s/%s score %.3f",
+                event.kind,
+                d.source_id,
+                d.label_set,
+                d.label,
+                d.score,
+            )
         if events:
             self.on_events(events)
 
@@ -205,16 +297,6 @@ class ScoringWorker(threading.Thread):
         events = self.tracker.close_all(now)
         self.deliver(events)
         return events
-
-    def _with_waiting(self, window: Window) -> list[Window]:
-        """`window` plus those already waiting (catching up), for one forward pass."""
-        batch = [window]
-        while len(batch) < self.max_batch and not self._stop_requested.is_set():
-            more = self.windower.next_window(0)
-            if more is None:
-                break
-            batch.append(more)
-        return batch
 
     def process(self, window: Window) -> list[Event]:
         """Score one window against every label set; returns the events it caused."""
@@ -228,7 +310,7 @@ class ScoringWorker(threading.Thread):
         # A window's stream position lets the model reuse frames of earlier windows, which is
         # only right for the stream's own samples: none where _prepare changed them (DC).
         positions = [
-            window.model_start_index if samples is window.samples else None
+            window.position if samples is window.samples else None
             for window, samples in zip(windows, prepared, strict=True)
             if samples is not None
         ]
@@ -238,6 +320,9 @@ class ScoringWorker(threading.Thread):
             started = time.monotonic()
             embeddings = self.embedder.embed_audio(to_embed, positions)
             self._last_ms = self._batch_ms = (time.monotonic() - started) * 1000.0 / len(to_embed)
+            for window, samples in zip(windows, prepared, strict=True):
+                if samples is not None:
+                    self._counters[window.source_id].last_ms = self._batch_ms
         events: list[Event] = []
         row = 0
         for window, samples in zip(windows, prepared, strict=True):
@@ -247,7 +332,7 @@ class ScoringWorker(threading.Thread):
             embedding = embeddings[row : row + 1]
             row += 1
             if not np.isfinite(embedding).all():
-                self._bad_scores += 1
+                self._counters[window.source_id].bad_scores += 1
                 logger.error("the model returned non-finite values for window %s", window.end_time)
                 events += self._quiet(window)
                 continue
@@ -257,55 +342,61 @@ class ScoringWorker(threading.Thread):
     def _prepare(self, window: Window) -> np.ndarray | None:
         """The samples to embed, or None when the window must not reach the model."""
         samples = window.samples
+        counters = self._counters[window.source_id]
         if not np.isfinite(samples).all():
-            self._nonfinite += 1
-            if self._nonfinite == 1 or self._nonfinite % 100 == 0:
+            counters.nonfinite += 1
+            if counters.nonfinite == 1 or counters.nonfinite % 100 == 0:
                 logger.warning(
                     "%d window(s) of %s held NaN/Inf samples and were skipped (latest %s)",
-                    self._nonfinite,
+                    counters.nonfinite,
                     window.source_id,
                     window.end_time,
                 )
             return None
         if not np.any(samples):
-            self._silent += 1  # a muted or disconnected input: nothing for the model
+            counters.silent += 1  # a muted or disconnected input: nothing for the model
             return None
         if np.count_nonzero(np.abs(samples) >= CLIP_LEVEL) > CLIPPED_FRACTION * len(samples):
-            self._clipped += 1  # still scored: a loud alarm clips, and must still be heard
+            counters.clipped += 1  # still scored: a loud alarm clips, and must still be heard
         offset = float(samples.mean())
         if abs(offset) > DC_LEVEL:
-            self._dc += 1
+            counters.dc += 1
             samples = samples - np.float32(offset)
         if self.min_dbfs is not None and rms_dbfs(samples) < self.min_dbfs:
-            self._quiet_gated += 1  # below the energy gate: not worth the model's time
+            counters.quiet_gated += 1  # below the energy gate: not worth the model's time
             return None
         return samples
 
     def _score(self, window: Window, embedding: np.ndarray) -> list[Event]:
+        feed = self._feed_of[window.source_id]
+        counters = self._counters[window.source_id]
         events: list[Event] = []
-        stream_seconds = window.end_index / self.windower.rate_hz
-        for scorer in self.scorers:
+        stream_seconds = window.end_index / feed.windower.rate_hz
+        for scorer in feed.scorers:
             probs = scorer.score(embedding)[0]
             scores = Scores(
                 window, scorer.name, dict(zip(scorer.labels, map(float, probs), strict=True))
             )
             found = detections_of(scores, scorer, self.embedder.model_id)
-            self._detections += len(found)
+            counters.detections += len(found)
             events += self.tracker.update(
-                scorer.name, scorer.labels, found, stream_seconds, window.end_time
+                window.source_id, scorer.name, scorer.labels, found, stream_seconds, window.end_time
             )
             if logger.isEnabledFor(logging.DEBUG):
                 best = max(scores.scores.items(), key=lambda kv: kv[1])
-                logger.debug("%s %s: top %s %.3f", window.end_time, scorer.name, *best)
-        self._scored += 1
+                logger.debug(
+                    "%s %s %s: top %s %.3f", window.source_id, window.end_time, scorer.name, *best
+                )
+        counters.scored += 1
         return events
 
     def _quiet(self, window: Window) -> list[Event]:
         """A window that was not scored still moves time on: open events can end."""
-        stream_seconds = window.end_index / self.windower.rate_hz
+        feed = self._feed_of[window.source_id]
+        stream_seconds = window.end_index / feed.windower.rate_hz
         events: list[Event] = []
-        for scorer in self.scorers:
+        for scorer in feed.scorers:
             events += self.tracker.update(
-                scorer.name, scorer.labels, [], stream_seconds, window.end_time
+                window.source_id, scorer.name, scorer.labels, [], stream_seconds, window.end_time
             )
         return events

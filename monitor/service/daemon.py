@@ -118,11 +118,12 @@ class Daemon:
         for lane in pipeline.lanes:
             fmt = lane.stream_format
             logger.info(
-                "monitoring %s (%d Hz, %d ch): %d label set(s), %.1f s windows every %.1f s",
+                "monitoring %s: %s (%d Hz, %d ch): %s, %.1f s windows every %.1f s",
+                lane.source.source_id,
                 fmt.description,
                 fmt.sample_rate_hz,
                 fmt.channels,
-                len(pipeline.worker.scorers),
+                ", ".join(s.name for s in self.config.label_sets_of(lane.config)),
                 window.seconds,
                 window.hop_seconds,
             )

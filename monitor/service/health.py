@@ -1,4 +1,4 @@
-"""Health of the running monitor: progress checks, counters text and the health payload."""
+"""Health of the running monitor: progress checks, counters text and the health payloads."""
 
 from __future__ import annotations
 
@@ -6,27 +6,67 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from monitor.audio.source import SourceStats
-from monitor.outputs.sink import DeliveryStats, HealthReport
+from monitor.outputs.sink import DeliveryStats, HealthReport, SourceHealth
 from monitor.pipeline.worker import WorkerStats
 
 HEALTH_OK = "ok"
-HEALTH_DEGRADED = "degraded"
+HEALTH_DEGRADED = "degraded"  # failed or stalled; being reopened with backoff
+HEALTH_FAILED = "failed"  # given up on (or a file that could not be read); the others go on
+
+
+@dataclass(frozen=True)
+class SourceSnapshot:
+    """One source at one tick: its state and the counters of every stage for it."""
+
+    source_id: str
+    state: str  # HEALTH_OK, HEALTH_DEGRADED or HEALTH_FAILED
+    detail: str
+    source: SourceStats
+    worker: WorkerStats  # the worker's counters for this source's windows
+    lost_frames: int
+    restarts: int
+
+    def counters(self) -> dict[str, int]:
+        """The source's counters, in the order the health payload shows them."""
+        w = self.worker
+        return {
+            "windows_scored": w.windows_scored,
+            "windows_skipped_lagging": w.windows_skipped_lagging,
+            "windows_skipped_silent": w.windows_skipped_silent,
+            "windows_skipped_quiet": w.windows_skipped_quiet,
+            "windows_skipped_nonfinite": w.windows_skipped_nonfinite,
+            "windows_clipped": w.windows_clipped,
+            "windows_dc_offset": w.windows_dc_offset,
+            "lost_frames": self.lost_frames,
+            "input_overflows": self.source.overflows,
+            "source_restarts": self.restarts,
+        }
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything the supervisor knows at one tick, for status lines and the health topic."""
+    """Everything the supervisor knows at one tick, for status lines and the health topics."""
 
-    state: str  # HEALTH_OK or HEALTH_DEGRADED
+    state: str  # HEALTH_OK when every source is; else HEALTH_DEGRADED
     detail: str
-    source: SourceStats
-    worker: WorkerStats
-    lost_frames: int
-    source_restarts: int
+    worker: WorkerStats  # every source together
+    sources: tuple[SourceSnapshot, ...]
     delivery: DeliveryStats | None  # None when no output talks to a broker
 
+    @property
+    def lost_frames(self) -> int:
+        return sum(s.lost_frames for s in self.sources)
+
+    @property
+    def source_restarts(self) -> int:
+        return sum(s.restarts for s in self.sources)
+
+    @property
+    def input_overflows(self) -> int:
+        return sum(s.source.overflows for s in self.sources)
+
     def status_text(self) -> str:
-        w, s = self.worker, self.source
+        w = self.worker
         parts = [
             self.state if not self.detail else f"{self.state} ({self.detail})",
             f"windows={w.windows_scored}",
@@ -38,35 +78,41 @@ class Snapshot:
             f"clipped={w.windows_clipped}",
             f"dc_offset={w.windows_dc_offset}",
             f"lost_frames={self.lost_frames}",
-            f"overflows={s.overflows}",
+            f"overflows={self.input_overflows}",
             f"restarts={self.source_restarts}",
             f"inference_ms={w.last_inference_ms:.0f}",
         ]
+        if len(self.sources) > 1:
+            parts.append("sources=" + ",".join(f"{s.source_id}:{s.state}" for s in self.sources))
         d = self.delivery
         if d is not None:
             parts.append(f"mqtt={'up' if d.connected else 'down'}")
             parts.append(f"outbox={d.pending} outbox_dropped={d.dropped}")
         return " ".join(parts)
 
-    def report(self, source_id: str, now: datetime | None = None) -> HealthReport:
-        """What the outputs publish as the monitor's health."""
-        w, s, d = self.worker, self.source, self.delivery
-        counters = {
-            "windows_scored": w.windows_scored,
-            "windows_skipped_lagging": w.windows_skipped_lagging,
-            "windows_skipped_silent": w.windows_skipped_silent,
-            "windows_skipped_quiet": w.windows_skipped_quiet,
-            "windows_skipped_nonfinite": w.windows_skipped_nonfinite,
-            "windows_clipped": w.windows_clipped,
-            "windows_dc_offset": w.windows_dc_offset,
+    def report(self, now: datetime | None = None) -> HealthReport:
+        """What the outputs publish as the monitor's health, with each source's own."""
+        d = self.delivery
+        totals = {
+            "windows_scored": self.worker.windows_scored,
+            "windows_skipped_lagging": self.worker.windows_skipped_lagging,
+            "windows_skipped_silent": self.worker.windows_skipped_silent,
+            "windows_skipped_quiet": self.worker.windows_skipped_quiet,
+            "windows_skipped_nonfinite": self.worker.windows_skipped_nonfinite,
+            "windows_clipped": self.worker.windows_clipped,
+            "windows_dc_offset": self.worker.windows_dc_offset,
             "lost_frames": self.lost_frames,
-            "input_overflows": s.overflows,
+            "input_overflows": self.input_overflows,
             "source_restarts": self.source_restarts,
             "outbox_pending": d.pending if d is not None else 0,
             "outbox_dropped": d.dropped if d is not None else 0,
         }
         return HealthReport(
-            self.state, self.detail, source_id, now or datetime.now(timezone.utc), counters
+            self.state,
+            self.detail,
+            now or datetime.now(timezone.utc),
+            totals,
+            tuple(SourceHealth(s.source_id, s.state, s.detail, s.counters()) for s in self.sources),
         )
 
 

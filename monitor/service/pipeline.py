@@ -17,7 +17,7 @@ from monitor.outputs.fanout import FanOut
 from monitor.outputs.sink import Sink
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import build_scorers
-from monitor.pipeline.worker import ScoringObserver, ScoringWorker
+from monitor.pipeline.worker import Feed, ScoringObserver, ScoringWorker
 
 if TYPE_CHECKING:
     from monitor.model.runner import ClapRunner
@@ -86,7 +86,8 @@ def build_outputs(config: Config) -> FanOut:
     if config.mqtt.enabled:
         from monitor.outputs.mqtt.sink import MqttSink
 
-        sinks.append(MqttSink(config.mqtt, config.label_sets))
+        label_sets_of = {src.id: config.label_sets_of(src) for src in config.source_configs}
+        sinks.append(MqttSink(config.mqtt, label_sets_of, per_source=config.per_source_topics))
     if config.output.json_lines:
         from monitor.outputs.jsonlines import JsonLinesSink
 
@@ -111,9 +112,9 @@ def build_pipeline(
     step fails, the sources and outputs already made are stopped again before the error
     propagates.
     """
-    if config.source is None:  # load_config(require_source=True) already refuses this
-        raise ConfigError("source: required key is missing")
-    source_configs = (config.source,)
+    source_configs = config.source_configs
+    if not source_configs:  # load_config(require_source=True) already refuses this
+        raise ConfigError("sources: required key is missing")
     outputs = build_outputs(config)
     sources: list[Source] = []
     try:
@@ -127,14 +128,21 @@ def build_pipeline(
             sources.append(source)
             opened.append(_open_lane(config, source_cfg, source))
         lanes = tuple(opened)
+        by_name = {scorer.name: scorer for scorer in scorers}
+        feeds = [
+            Feed(
+                lane.windower,
+                tuple(by_name[s.name] for s in config.label_sets_of(lane.config)),
+                _finished_of(lane.source),
+            )
+            for lane in lanes
+        ]
         tracker = EventTracker(config.events.cooldown_seconds, config.events.hold_seconds)
         worker = ScoringWorker(
-            lanes[0].windower,
+            feeds,
             runner,
-            scorers,
             tracker,
             outputs.publish_events,
-            lambda: all(lane.source.finished for lane in lanes),
             max_batch=config.model.max_batch,
             min_dbfs=config.window.min_dbfs,
             observer=observer,
@@ -145,6 +153,10 @@ def build_pipeline(
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
         raise
     return Pipeline(lanes, worker, outputs)
+
+
+def _finished_of(source: Source) -> Callable[[], bool]:
+    return lambda: source.finished
 
 
 def _open_lane(config: Config, source_cfg: SourceConfig, source: Source) -> Lane:

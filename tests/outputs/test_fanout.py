@@ -75,7 +75,7 @@ def test_a_failing_output_does_not_silence_the_others(caplog: pytest.LogCaptureF
     events = [event("start", "a"), event("start", "b"), event("end", "a")]
     with caplog.at_level(logging.ERROR, logger="monitor.outputs.fanout"):
         fanout.publish_events(events)
-        fanout.publish_health(HealthReport("ok", "", "mic", T, {"windows_scored": 3}))
+        fanout.publish_health(HealthReport("ok", "", T, {"windows_scored": 3}, ()))
     assert remote.events == events
     assert [r.counters for r in remote.reports] == [{"windows_scored": 3}]
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]

@@ -12,10 +12,10 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LABELS = ("dog", "cat")
 
 
-def hit(label: str, at: float, score: float = 0.9) -> Detection:
+def hit(label: str, at: float, score: float = 0.9, source: str = "mic") -> Detection:
     return Detection(
         id=str(uuid.uuid4()),
-        source_id="mic",
+        source_id=source,
         label_set="pets",
         label=label,
         score=score,
@@ -27,9 +27,15 @@ def hit(label: str, at: float, score: float = 0.9) -> Detection:
     )
 
 
-def feed(tracker: EventTracker, seconds: float, labels_hit: list[str], score: float = 0.9):
-    found = [hit(label, seconds, score) for label in labels_hit]
-    return tracker.update("pets", LABELS, found, seconds, T0 + timedelta(seconds=seconds))
+def feed(
+    tracker: EventTracker,
+    seconds: float,
+    labels_hit: list[str],
+    score: float = 0.9,
+    source: str = "mic",
+):
+    found = [hit(label, seconds, score, source) for label in labels_hit]
+    return tracker.update(source, "pets", LABELS, found, seconds, T0 + timedelta(seconds=seconds))
 
 
 def test_continuing_sound_gives_one_start_and_one_end() -> None:
@@ -89,3 +95,16 @@ def test_close_all_ends_open_events() -> None:
     events = tracker.close_all(T0 + timedelta(seconds=6))
     assert sorted((e.kind, e.detection.label) for e in events) == [("end", "cat"), ("end", "dog")]
     assert tracker.active == []
+
+
+def test_two_sources_hearing_the_same_label_are_two_events() -> None:
+    tracker = EventTracker(cooldown_seconds=2.0, hold_seconds=0.0)
+    kitchen = feed(tracker, 5, ["dog"], source="kitchen")
+    porch = feed(tracker, 5, ["dog"], source="porch")
+    assert [e.kind for e in kitchen] == [e.kind for e in porch] == ["start"]
+    assert kitchen[0].event_id != porch[0].event_id
+    assert sorted(tracker.active) == [("kitchen", "pets", "dog"), ("porch", "pets", "dog")]
+    # The kitchen goes quiet (its own stream time); the porch's dog goes on.
+    assert [e.kind for e in feed(tracker, 8, [], source="kitchen")] == ["end"]
+    assert feed(tracker, 8, ["dog"], source="porch") == []
+    assert tracker.active == [("porch", "pets", "dog")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,12 +16,12 @@ import pytest
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower
 from monitor.config import LabelSetConfig, ModelConfig
-from monitor.frames import Event, Window
+from monitor.frames import Event, Position, Window
 from monitor.model.runner import ClapRunner, load_clap
 from monitor.outputs.mqtt.payloads import Topics, event_messages
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import build_scorers
-from monitor.pipeline.worker import ScoringTiming, ScoringWorker
+from monitor.pipeline.worker import Feed, ScoringTiming, ScoringWorker
 from tests.support.audio import tone as support_tone
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -32,10 +33,10 @@ class CountingRunner:
         self.runner = runner
         self.model_id = runner.model_id
         self.seen: list[np.ndarray] = []
-        self.positions: list[int | None] = []
+        self.positions: list[Position] = []
 
     def embed_audio(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Sequence[Position] | None = None
     ) -> np.ndarray:
         self.seen += [np.array(w) for w in windows]
         self.positions += list(positions) if positions is not None else [None] * len(windows)
@@ -52,13 +53,12 @@ def make_worker(runner: ClapRunner) -> tuple[ScoringWorker, CountingRunner, list
     events: list[Event] = []
     counting = CountingRunner(runner)
     windower = Windower(RingBuffer(N * 2, 1, N), "src", 1.0, 1.0)
+    scorers = tuple(build_scorers(sets, runner.embed_text, runner.logit_scale))
     worker = ScoringWorker(
-        windower,
+        [Feed(windower, scorers, lambda: False)],
         counting,
-        build_scorers(sets, runner.embed_text, runner.logit_scale),
         EventTracker(cooldown_seconds=2.0, hold_seconds=0.0),
         events.extend,
-        lambda: False,
     )
     return worker, counting, events
 
@@ -118,7 +118,7 @@ def test_clipping_and_dc_are_counted_and_still_scored(runner: ClapRunner) -> Non
     np.testing.assert_allclose(counting.seen[1], tone(), atol=1e-5)
     # Those are no longer the stream's samples: no position, so no frame is shared with
     # (or kept for) other windows. The clipped window's samples are the stream's own.
-    assert counting.positions == [0, None]
+    assert counting.positions == [("src", 0), None]
 
 
 def test_positions_skip_the_windows_that_never_reach_the_model(runner: ClapRunner) -> None:
@@ -132,7 +132,7 @@ def test_positions_skip_the_windows_that_never_reach_the_model(runner: ClapRunne
         window(tone(), 5),
     ]
     worker.process_batch(windows)
-    assert counting.positions == [0, None, 4 * N]
+    assert counting.positions == [("src", 0), None, ("src", 4 * N)]
 
 
 class BatchRecorder(CountingRunner):
@@ -141,7 +141,7 @@ class BatchRecorder(CountingRunner):
         self.batches: list[int] = []
 
     def embed_audio(
-        self, windows: Sequence[np.ndarray], positions: Sequence[int | None] | None = None
+        self, windows: Sequence[np.ndarray], positions: Sequence[Position] | None = None
     ) -> np.ndarray:
         self.batches.append(len(windows))
         return super().embed_audio(windows, positions)
@@ -155,13 +155,12 @@ def drain(runner: ClapRunner, max_batch: int) -> tuple[BatchRecorder, list[Event
     recorder = BatchRecorder(runner)
     events: list[Event] = []
     sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    scorers = tuple(build_scorers(sets, runner.embed_text, runner.logit_scale))
     worker = ScoringWorker(
-        Windower(ring, "src", 1.0, 1.0, catch_up=True),
+        [Feed(Windower(ring, "src", 1.0, 1.0, catch_up=True), scorers, lambda: True)],
         recorder,
-        build_scorers(sets, runner.embed_text, runner.logit_scale),
         EventTracker(cooldown_seconds=0.0, hold_seconds=0.0),
         events.extend,
-        lambda: True,
         max_batch=max_batch,
     )
     worker.start()
@@ -178,7 +177,7 @@ def test_waiting_windows_share_one_forward_pass(runner: ClapRunner) -> None:
     # Same windows, same scores, same events whether batched or not.
     assert len(batched.seen) == len(single.seen) == 6
     # Each window's place in the stream goes with it, batched or not.
-    assert batched.positions == single.positions == [k * N for k in range(6)]
+    assert batched.positions == single.positions == [("src", k * N) for k in range(6)]
     for a, b in zip(batched_events, single_events, strict=True):
         assert (a.kind, a.detection.label) == (b.kind, b.detection.label)
         for label, score in a.detection.scores.items():
@@ -227,13 +226,12 @@ def test_events_leave_the_worker_by_one_path_and_the_observer_sees_each_window(
     delivered: list[list[Event]] = []
     seen = Seen()
     sets = [LabelSetConfig(name="s", labels=[{"name": "a", "threshold": 0.0}, "b"])]
+    scorers = tuple(build_scorers(sets, runner.embed_text, runner.logit_scale))
     worker = ScoringWorker(
-        Windower(ring, "src", 1.0, 1.0, catch_up=True),
+        [Feed(Windower(ring, "src", 1.0, 1.0, catch_up=True), scorers, lambda: True)],
         runner,
-        build_scorers(sets, runner.embed_text, runner.logit_scale),
         EventTracker(cooldown_seconds=3600.0, hold_seconds=0.0),
         lambda events: delivered.append(list(events)),
-        lambda: True,
         max_batch=2,
         observer=seen,
     )
@@ -251,3 +249,80 @@ def test_events_leave_the_worker_by_one_path_and_the_observer_sees_each_window(
     assert [e.kind for e in closed] == ["end"] and delivered[-1] == closed
     assert worker.stats().events == 2
     assert worker.close_all(T0) == [] and len(delivered) == 2
+
+
+class SlowRunner(BatchRecorder):
+    """The real model, plus a fixed cost per window, as a full-size tower has."""
+
+    def __init__(self, runner: ClapRunner, seconds_per_window: float) -> None:
+        super().__init__(runner)
+        self.seconds_per_window = seconds_per_window
+        self.sources: list[str] = []
+
+    def embed_audio(
+        self, windows: Sequence[np.ndarray], positions: Sequence[Position] | None = None
+    ) -> np.ndarray:
+        time.sleep(self.seconds_per_window * len(windows))
+        self.sources += [p[0] if isinstance(p, tuple) else "?" for p in positions or []]
+        return super().embed_audio(windows, positions)
+
+
+def test_a_file_replayed_flat_out_never_starves_a_live_source(runner: ClapRunner) -> None:
+    sets = [LabelSetConfig(name="s", labels=["a", "b"])]
+    scorers = tuple(build_scorers(sets, runner.embed_text, runner.logit_scale))
+    # A lossless file with a minute of audio waiting, and a live source paced in real time.
+    file_ring = RingBuffer(N * 70, 1, N)
+    rng = np.random.default_rng(5)
+    file_ring.write((0.2 * rng.standard_normal((N * 60, 1))).astype(np.float32), 1e9)
+    live_ring = RingBuffer(N * 5, 1, N)
+    file_feed = Feed(Windower(file_ring, "file", 1.0, 0.5, catch_up=True), scorers, lambda: False)
+    live_feed = Feed(Windower(live_ring, "live", 1.0, 0.5), scorers, lambda: False)
+    # 150 ms a window: a batch of 4 file windows would take 0.6 s, longer than the 0.5 s hop.
+    slow = SlowRunner(runner, 0.15)
+    worker = ScoringWorker(
+        [file_feed, live_feed], slow, EventTracker(1.0, 0.0), lambda _: None, max_batch=4
+    )
+    worker.start()
+    live_seconds = 3.0
+    block = tone(amplitude=0.3)[: N // 10]
+    started = time.monotonic()
+    for k in range(int(live_seconds * 10)):
+        live_ring.write(block)
+        time.sleep(max(0.0, started + (k + 1) / 10 - time.monotonic()))
+    time.sleep(0.3)
+    worker.stop()
+    worker.join(5)
+    live = worker.stats("live")
+    # Every hop of the live source was scored: none skipped because the file hogged the model.
+    assert live.windows_skipped_lagging == 0
+    assert live.windows_scored == int((live_seconds - 1.0) / 0.5) + 1
+    # The file went on in the time left over, and no batch held more than one window a source.
+    assert worker.stats("file").windows_scored > 5
+    assert max(slow.batches) <= 2
+    assert (
+        worker.stats().windows_scored == live.windows_scored + worker.stats("file").windows_scored
+    )
+
+
+def test_each_source_is_scored_only_against_its_own_label_sets(runner: ClapRunner) -> None:
+    sets = [
+        LabelSetConfig(name="alarms", labels=[{"name": "a", "threshold": 0.0}, "b"]),
+        LabelSetConfig(name="pets", labels=[{"name": "dog", "threshold": 0.0}, "cat"]),
+    ]
+    alarms, pets = build_scorers(sets, runner.embed_text, runner.logit_scale)
+    feeds = []
+    for source_id, scorers in (("kitchen", (alarms, pets)), ("porch", (pets,))):
+        ring = RingBuffer(N * 4, 1, N)
+        ring.write(np.tile(tone(), 3).reshape(-1, 1), 1e9)
+        feeds.append(
+            Feed(Windower(ring, source_id, 1.0, 1.0, catch_up=True), scorers, lambda: True)
+        )
+    events: list[Event] = []
+    worker = ScoringWorker(feeds, runner, EventTracker(3600.0, 0.0), events.extend, max_batch=4)
+    worker.start()
+    assert worker.drained.wait(30)
+    worker.join(5)
+    started = sorted((e.detection.source_id, e.detection.label_set) for e in events)
+    assert started == [("kitchen", "alarms"), ("kitchen", "pets"), ("porch", "pets")]
+    assert worker.stats("kitchen").windows_scored == worker.stats("porch").windows_scored == 3
+    assert worker.stats().windows_scored == 6

@@ -7,20 +7,25 @@ from datetime import datetime, timezone
 from monitor.audio.source import SourceStats
 from monitor.outputs.sink import DeliveryStats
 from monitor.pipeline.worker import WorkerStats
-from monitor.service.health import Snapshot
+from monitor.service.health import Snapshot, SourceSnapshot
 
 T = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc)
 
 
-def snapshot(delivery: DeliveryStats | None) -> Snapshot:
+def snapshot(delivery: DeliveryStats | None, sources: int = 1) -> Snapshot:
     worker = WorkerStats(10, 1, 2, 3, 4, 5, 6, 7, 8, 12.4, 0.0)
     source = SourceStats(blocks=5, frames=100, overflows=9, last_block_monotonic=None)
-    return Snapshot("ok", "", source, worker, 11, 1, delivery)
+    each = tuple(
+        SourceSnapshot(f"mic{k}" if k else "mic", "ok", "", source, worker, 11, 1)
+        for k in range(sources)
+    )
+    return Snapshot("ok", "", worker, each, delivery)
 
 
 def test_report_keeps_the_health_payload_fields() -> None:
-    report = snapshot(DeliveryStats(connected=True, pending=13, dropped=14)).report("mic", T)
-    assert (report.state, report.detail, report.source_id, report.time) == ("ok", "", "mic", T)
+    report = snapshot(DeliveryStats(connected=True, pending=13, dropped=14)).report(T)
+    assert (report.state, report.detail, report.time) == ("ok", "", T)
+    assert [s.source_id for s in report.sources] == ["mic"]
     expected = {
         "windows_scored": 10,
         "windows_skipped_lagging": 3,
@@ -37,7 +42,7 @@ def test_report_keeps_the_health_payload_fields() -> None:
     }
     assert dict(report.counters) == expected
     assert list(report.counters) == list(expected)  # the payload's order
-    off = snapshot(None).report("mic", T)
+    off = snapshot(None).report(T)
     assert (off.counters["outbox_pending"], off.counters["outbox_dropped"]) == (0, 0)
 
 
@@ -46,3 +51,13 @@ def test_status_line_names_the_broker_only_when_there_is_one() -> None:
     assert text.startswith("ok windows=10 events=8 skipped_lag=3")
     assert text.endswith("inference_ms=12 mqtt=down outbox=2 outbox_dropped=1")
     assert "mqtt" not in snapshot(None).status_text()
+
+
+def test_several_sources_add_up_and_each_keeps_its_own() -> None:
+    two = snapshot(None, sources=2)
+    report = two.report(T)
+    assert (report.counters["lost_frames"], report.counters["input_overflows"]) == (22, 18)
+    assert report.counters["source_restarts"] == 2
+    assert [dict(s.counters)["lost_frames"] for s in report.sources] == [11, 11]
+    assert "sources=mic:ok,mic1:ok" in two.status_text()
+    assert "sources=" not in snapshot(None).status_text()

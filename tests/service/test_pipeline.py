@@ -64,10 +64,10 @@ def test_one_lane_per_source_feeding_one_worker(
         assert lane.windower.ring is ring and lane.windower.source_id == "clip"
         # A file replayed as fast as it is read must not skip windows; a paced one may.
         assert lane.windower.catch_up is (not realtime)
-        assert pipeline.worker.windower is lane.windower
+        assert [feed.windower for feed in pipeline.worker.feeds] == [lane.windower]
         assert [sink.name for sink in pipeline.outputs.sinks] == ["json-lines"]
         assert not pipeline.worker.is_alive()  # built, not started
-        assert not pipeline.worker.source_finished()
+        assert not pipeline.worker.feeds[0].finished()
     finally:
         for lane in pipeline.lanes:
             lane.source.stop()
@@ -108,7 +108,7 @@ def test_a_failed_model_load_closes_the_outputs_already_made(tmp_path: Path) -> 
         build_pipeline(config, source_factory=make_source, model_loader=fail)
     # The MQTT output holds its outbox directory locked while open: a second one can take it
     # only if the failed build closed the first.
-    sink = MqttSink(config.mqtt, config.label_sets)
+    sink = MqttSink(config.mqtt, {"clip": config.label_sets}, per_source=False)
     sink.stop(0.5)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,14 +30,16 @@ class Message:
 
 @dataclass(frozen=True)
 class Topics:
-    """The topic layout under `<prefix>/<device_id>/`."""
+    """The topic layout under `<prefix>/<device_id>/`: with a level per source, or flat (the
+    layout of one-source configs, kept so their subscribers need no change)."""
 
     prefix: str
     device_id: str
+    per_source: bool = False
 
     @classmethod
-    def from_config(cls, cfg: MqttConfig) -> Topics:
-        return cls(cfg.topic_prefix, cfg.device_id)
+    def from_config(cls, cfg: MqttConfig, *, per_source: bool) -> Topics:
+        return cls(cfg.topic_prefix, cfg.device_id, per_source)
 
     @property
     def base(self) -> str:
@@ -44,17 +47,25 @@ class Topics:
 
     @property
     def status(self) -> str:
+        """Availability: one per monitor, whatever the layout."""
         return f"{self.base}/status"
 
     @property
     def health(self) -> str:
+        """The monitor's health (the only health topic of the flat layout)."""
         return f"{self.base}/health"
 
-    def detection(self, label_set: str) -> str:
-        return f"{self.base}/{label_set}/detection"
+    def source_base(self, source_id: str) -> str:
+        return f"{self.base}/{source_id}" if self.per_source else self.base
 
-    def state(self, label_set: str, label: str) -> str:
-        return f"{self.base}/{label_set}/{slugify(label)}/state"
+    def source_health(self, source_id: str) -> str:
+        return f"{self.base}/{source_id}/health"
+
+    def detection(self, source_id: str, label_set: str) -> str:
+        return f"{self.source_base(source_id)}/{label_set}/detection"
+
+    def state(self, source_id: str, label_set: str, label: str) -> str:
+        return f"{self.source_base(source_id)}/{label_set}/{slugify(label)}/state"
 
 
 def iso_utc(moment: datetime) -> str:
@@ -94,29 +105,54 @@ def event_messages(event: Event, topics: Topics, qos: int) -> list[Message]:
     body = json.dumps(event_payload(event, topics.device_id), separators=(",", ":"))
     state = STATE_ON if event.kind == "start" else STATE_OFF
     return [
-        Message(topics.detection(d.label_set), body, qos, retain=False),
-        Message(topics.state(d.label_set, d.label), state, qos, retain=True),
+        Message(topics.detection(d.source_id, d.label_set), body, qos, retain=False),
+        Message(topics.state(d.source_id, d.label_set, d.label), state, qos, retain=True),
     ]
 
 
 def initial_state_messages(
-    label_sets: list[LabelSetConfig], topics: Topics, qos: int
+    label_sets_of: Mapping[str, Sequence[LabelSetConfig]], topics: Topics, qos: int
 ) -> list[Message]:
-    """Retained OFF for every label at start-up: clears an ON left by a crashed run."""
+    """Retained OFF for every label of every source at start-up: clears an ON left by a
+    crashed run. `label_sets_of`: source id -> the sets that source is scored against."""
     return [
-        Message(topics.state(s.name, label.name), STATE_OFF, qos, retain=True)
+        Message(topics.state(source_id, s.name, label.name), STATE_OFF, qos, retain=True)
+        for source_id, label_sets in label_sets_of.items()
         for s in label_sets
         for label in s.labels
     ]
 
 
-def health_message(report: HealthReport, topics: Topics) -> Message:
-    """The retained JSON on <prefix>/<device>/health."""
-    body = {
+def _json(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def health_messages(report: HealthReport, topics: Topics) -> list[Message]:
+    """The retained health JSON: flat, one message on <base>/health in the shape of one
+    source; per source, the monitor's on <base>/health (with each source's state) and each
+    source's own on <base>/<source>/health."""
+    time = iso_utc(report.time)
+    if not topics.per_source:
+        # One source: its state and the monitor's counters (they are the same source's).
+        source = report.sources[0].source_id if report.sources else ""
+        body = {"state": report.state, "detail": report.detail, "source": source, "time": time}
+        return [Message(topics.health, _json({**body, **report.counters}), qos=1, retain=True)]
+    monitor = {
         "state": report.state,
         "detail": report.detail,
-        "source": report.source_id,
-        "time": iso_utc(report.time),
+        "time": time,
         **report.counters,
+        "sources": {s.source_id: s.state for s in report.sources},
     }
-    return Message(topics.health, json.dumps(body, separators=(",", ":")), qos=1, retain=True)
+    messages = [Message(topics.health, _json(monitor), qos=1, retain=True)]
+    for s in report.sources:
+        body = {"state": s.state, "detail": s.detail, "source": s.source_id, "time": time}
+        messages.append(
+            Message(
+                topics.source_health(s.source_id),
+                _json({**body, **s.counters}),
+                qos=1,
+                retain=True,
+            )
+        )
+    return messages

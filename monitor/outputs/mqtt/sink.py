@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from monitor.config import LabelSetConfig, MqttConfig
 from monitor.frames import Event
@@ -10,7 +10,7 @@ from monitor.outputs.mqtt.payloads import (
     Message,
     Topics,
     event_messages,
-    health_message,
+    health_messages,
     initial_state_messages,
 )
 from monitor.outputs.mqtt.publisher import MqttPublisher
@@ -22,17 +22,24 @@ class MqttSink(Sink):
 
     name = "mqtt"
 
-    def __init__(self, cfg: MqttConfig, label_sets: Sequence[LabelSetConfig]) -> None:
-        self.topics = Topics.from_config(cfg)
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        label_sets_of: Mapping[str, Sequence[LabelSetConfig]],
+        *,
+        per_source: bool,
+    ) -> None:
+        """`label_sets_of`: source id -> the label sets it is scored against (config order)."""
+        self.topics = Topics.from_config(cfg, per_source=per_source)
         self.qos = cfg.qos
-        self.label_sets = list(label_sets)
+        self.label_sets_of = dict(label_sets_of)
         # Reads the password file now: a missing secret is a config error, before any load.
         self.publisher = MqttPublisher(cfg, self.topics.status)
 
     def start(self) -> None:
         """Connect in the background and clear any ON state a crashed run left retained."""
         self.publisher.start()
-        for msg in initial_state_messages(self.label_sets, self.topics, self.qos):
+        for msg in initial_state_messages(self.label_sets_of, self.topics, self.qos):
             self._send(msg)
 
     def publish_event(self, event: Event) -> None:
@@ -40,7 +47,8 @@ class MqttSink(Sink):
             self._send(msg)
 
     def publish_health(self, report: HealthReport) -> None:
-        self._send(health_message(report, self.topics))
+        for msg in health_messages(report, self.topics):
+            self._send(msg)
 
     def stop(self, timeout_seconds: float) -> None:
         self.publisher.stop(timeout_seconds=timeout_seconds)
