@@ -49,8 +49,9 @@ class ScriptedSource(Source):
         fail_start: bool = False,
         hang_on_stop_seconds: float = 0.0,
         speed: float = 1.0,
+        source_id: str = "scripted",
     ) -> None:
-        self.source_id = "scripted"
+        self.source_id = source_id
         self.stall_after_seconds = stall_after_seconds
         self.open_failures_after_first = open_failures_after_first
         self.fail_start = fail_start
@@ -268,6 +269,63 @@ def test_source_that_cannot_be_reopened_exits_75(
         what="offline",
     )
     assert health_states(sub)[-1] == "degraded"
+
+
+def two_source_config(model_dir: Path, broker: Broker) -> Config:
+    data = make_config(model_dir, broker).model_dump(mode="json", exclude={"source"})
+    data["sources"] = [
+        {"type": "microphone", "id": "kitchen", "buffer_seconds": 3.0},
+        {"type": "microphone", "id": "porch", "buffer_seconds": 3.0},
+    ]
+    return Config.model_validate(data)
+
+
+def source_health(sub: Subscriber, source_id: str) -> list[str]:
+    return [json.loads(p)["state"] for p in sub.payloads(f"{BASE}/{source_id}/health")]
+
+
+def test_a_source_given_up_on_leaves_the_others_running(
+    tiny_clap_dir: Path,
+    tiny_runner: ClapRunner,
+    mosquitto: Broker,
+    mqtt_subscriber: Callable[..., Subscriber],
+    daemons: list[Running],
+) -> None:
+    sources = {
+        "kitchen": ScriptedSource(source_id="kitchen"),
+        "porch": ScriptedSource(
+            source_id="porch", stall_after_seconds=1.0, open_failures_after_first=99
+        ),
+    }
+    sub = mqtt_subscriber(mosquitto, "sup/#")
+    daemon = Daemon(
+        two_source_config(tiny_clap_dir, mosquitto),
+        source_factory=lambda cfg: sources[cfg.id],
+        model_loader=lambda _cfg: tiny_runner,
+    )
+    run = Running(daemon)
+    daemons.append(run)
+    sub.wait_for(
+        lambda _: source_health(sub, "porch")[-1:] == ["failed"], timeout_seconds=30, what="failed"
+    )
+    # The porch was degraded, reopened with backoff, then given up on; the monitor runs on.
+    assert source_health(sub, "porch")[0] == "ok" and "degraded" in source_health(sub, "porch")
+    assert set(source_health(sub, "kitchen")) == {"ok"}
+    monitor = json.loads(sub.payloads(f"{BASE}/health")[-1])
+    assert monitor["state"] == "degraded"
+    assert monitor["sources"] == {"kitchen": "ok", "porch": "failed"}
+    assert "reopening failed 2 time(s)" in monitor["detail"]
+    assert run.thread.is_alive() and run.error is None
+    assert daemon.pipeline is not None
+    scored = daemon.pipeline.worker.stats("kitchen").windows_scored
+    wait_until(
+        lambda: daemon.pipeline is not None
+        and daemon.pipeline.worker.stats("kitchen").windows_scored > scored + 2,
+        "the kitchen scored on",
+        10,
+    )
+    assert run.stop() < 5.0
+    assert run.code == 0
 
 
 def test_source_that_fails_to_start_exits_75_and_goes_offline(
