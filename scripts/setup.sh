@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
-apt_pkgs=(python3-venv python3-dev libportaudio2 libsndfile1)
+# ffmpeg decodes network streams (sources of type: stream).
+apt_pkgs=(python3-venv python3-dev libportaudio2 libsndfile1 ffmpeg)
 if (( dev )); then
     # A real broker, virtual capture devices and sox for the tests.
     apt_pkgs+=(mosquitto mosquitto-clients libasound2-plugins alsa-utils pulseaudio pulseaudio-utils sox)
+    # An RTSP server like a camera's, run under the system python3 (tests/support/rtsp_server.py).
+    apt_pkgs+=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base python3-gi)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

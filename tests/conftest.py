@@ -1,4 +1,4 @@
-"""Shared fixtures (real broker, virtual audio, tiny CLAP checkpoint, private caches); slow tier."""
+"""Shared fixtures (broker, stream servers, virtual audio, tiny CLAP, private caches); slow tier."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 pytest_plugins = [
     "tests.support.broker",
+    "tests.support.netstreams",
     "tests.support.virtual_audio",
     "tests.support.tiny_clap",
 ]
