@@ -100,7 +100,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--hop-seconds",
         type=float,
         help="time between window starts, cut from one stream as the daemon cuts it; "
-        "default 1 (the daemon's), or the window length if shorter",
+        "default 1 (the daemon's), or the window length if shorter; with --sources, 1 "
+        "whatever the window",
     )
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass")
     parser.add_argument(
@@ -121,6 +122,16 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--replay-minutes",
         type=float,
         help="instead: replay this many minutes through the whole daemon and report throughput",
+    )
+    parser.add_argument(
+        "--sources",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="with --replay-minutes: for each K, one daemon with K real-time sources replaying "
+        "the audio at once (each run takes the replayed minutes of wall time); reports "
+        "windows dropped, latency and CPU per source, and the largest K served without "
+        "dropping windows (hop 1 s unless --hop-seconds)",
     )
     parser.add_argument("--mqtt", help="host:port of a broker for --replay-minutes (optional)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")

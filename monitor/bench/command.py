@@ -1,4 +1,4 @@
-"""`audio-monitor bench`: its arguments checked, the comparison or the replay run and printed."""
+"""`audio-monitor bench`: its arguments checked, the comparison or a replay run and printed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import TextIO
 from monitor.bench.checkpoint import RANDOM_NOTE, resolve_checkpoint
 from monitor.bench.compare import run_compare
 from monitor.bench.replay import parse_mqtt, run_replay
-from monitor.bench.report import format_replay, format_table
-from monitor.bench.results import CompareReport, ReplayReport
+from monitor.bench.report import format_replay, format_sources, format_table
+from monitor.bench.results import CompareReport, ReplayReport, SourcesReport
+from monitor.bench.sources import run_sources
 from monitor.bench.workload import bench_labels
 from monitor.config import MAX_WINDOW_SECONDS
 from monitor.errors import EXIT_FAILURE, EXIT_OK, ConfigError
@@ -45,6 +46,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--replay-minutes: must be positive (got {args.replay_minutes:g})")
     if args.mqtt and args.replay_minutes is None:
         raise ConfigError("--mqtt is only used with --replay-minutes")
+    sources = getattr(args, "sources", None)
+    if sources is not None:
+        if args.replay_minutes is None:
+            raise ConfigError("--sources is only used with --replay-minutes")
+        if min(sources) < 1:
+            raise ConfigError(f"--sources: each K must be at least 1 (got {min(sources)})")
     parse_mqtt(args.mqtt)
 
 
@@ -58,9 +65,12 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
     checkpoint = resolve_checkpoint(args.model)
     if checkpoint.random_weights:
         logger.warning("%s (%s)", RANDOM_NOTE, checkpoint.path)
-    report: CompareReport | ReplayReport
+    report: CompareReport | ReplayReport | SourcesReport
     with tempfile.TemporaryDirectory(prefix="audio-monitor-bench-") as tmp:
-        if args.replay_minutes is not None:
+        if args.replay_minutes is not None and getattr(args, "sources", None) is not None:
+            report = run_sources(args, checkpoint, labels, Path(tmp))
+            text = format_sources(report)
+        elif args.replay_minutes is not None:
             report = run_replay(args, checkpoint, labels, Path(tmp))
             text = format_replay(report)
         else:

@@ -8,8 +8,9 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -26,28 +27,40 @@ from monitor.errors import ConfigError, ModelError, first_line
 from monitor.frames import Event, Window
 from monitor.pipeline.worker import ScoringTiming
 
+if TYPE_CHECKING:
+    from monitor.service.health import Snapshot
+
 logger = logging.getLogger(__name__)
 
 
-class _Recorder:
-    """Times of ring-buffer writes and of each window's scoring being done, for latencies.
+class Recorder:
+    """Times of each source's ring-buffer writes and of each window's scoring being done, for
+    latencies; windows are keyed by (source id, window end index), so sources never mix.
 
     The daemon's observer: it hears when streaming starts and about every batch scored.
     """
 
     def __init__(self) -> None:
-        self.write_frames: list[int] = []
-        self.write_times: list[float] = []
-        self.outputs: dict[int, tuple[float, float]] = {}  # window end index -> (mono, cpu)
+        # source id -> (written_frames after each write, time.monotonic() just before it)
+        self.writes: dict[str, tuple[list[int], list[float]]] = {}
+        # (source id, window end index) -> (monotonic, process CPU) when its scores were ready
+        self.outputs: dict[tuple[str, int], tuple[float, float]] = {}
         self.started: tuple[float, float] | None = None  # (monotonic, cpu) as streaming starts
 
-    def wrote(self, written_frames: int) -> None:
-        self.write_frames.append(written_frames)
-        self.write_times.append(time.monotonic())
+    def track(self, source_id: str) -> None:
+        """Make room for a source's writes before its thread starts (no dict growth later)."""
+        self.writes.setdefault(source_id, ([], []))
 
-    def written_at(self, end_index: int) -> float | None:
-        i = bisect_left(self.write_frames, end_index)
-        return self.write_times[i] if i < len(self.write_times) else None
+    def wrote(self, source_id: str, written_frames: int, monotonic: float) -> None:
+        frames, times = self.writes[source_id]
+        frames.append(written_frames)
+        times.append(monotonic)
+
+    def written_at(self, source_id: str, end_index: int) -> float | None:
+        """When the write holding frame `end_index - 1` of the source began (None: never)."""
+        frames, times = self.writes.get(source_id, ([], []))
+        i = bisect_left(frames, end_index)
+        return times[i] if i < len(times) else None
 
     def on_streaming_started(self) -> None:
         self.started = (time.monotonic(), time.process_time())
@@ -57,37 +70,42 @@ class _Recorder:
     ) -> None:
         cpu = time.process_time()
         for window in windows:
-            self.outputs[window.end_index] = (timing.finished_monotonic, cpu)
+            self.outputs[(window.source_id, window.end_index)] = (timing.finished_monotonic, cpu)
 
 
 class _RecordingRing:
-    """What the file source writes through: the daemon's ring buffer, with write times noted."""
+    """What a source writes through: the daemon's ring buffer, with write times noted."""
 
-    def __init__(self, ring: RingBuffer, recorder: _Recorder) -> None:
+    def __init__(self, ring: RingBuffer, recorder: Recorder, source_id: str) -> None:
         self._ring = ring
         self._recorder = recorder
+        self._source_id = source_id
 
     def write(self, block: np.ndarray, wall_time_end: float | None = None) -> None:
+        # Stamped before the write: the write wakes the worker, which could otherwise finish
+        # a window before its write was stamped (a negative latency).
+        now = time.monotonic()
         self._ring.write(block, wall_time_end)
-        self._recorder.wrote(self._ring.written_frames)
+        self._recorder.wrote(self._source_id, self._ring.written_frames, now)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ring, name)
 
 
-class _RecordingSource(Source):
+class RecordingSource(Source):
     """The daemon's own source, writing through a _RecordingRing."""
 
-    def __init__(self, inner: Source, recorder: _Recorder) -> None:
+    def __init__(self, inner: Source, recorder: Recorder) -> None:
         self.inner = inner
         self.recorder = recorder
         self.source_id = inner.source_id
+        recorder.track(inner.source_id)
 
     def open(self) -> StreamFormat:
         return self.inner.open()
 
     def start(self, ring: RingBuffer) -> None:
-        self.inner.start(cast(RingBuffer, _RecordingRing(ring, self.recorder)))
+        self.inner.start(cast(RingBuffer, _RecordingRing(ring, self.recorder, self.source_id)))
 
     def stop(self) -> None:
         self.inner.stop()
@@ -114,21 +132,22 @@ def parse_mqtt(spec: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _replay_config(
+def daemon_config(
     checkpoint: Checkpoint,
     backend: str,
     precision: str,
     args: argparse.Namespace,
     labels: Sequence[str],
-    wav: Path,
+    sources: dict[str, Any],
     hop_seconds: float,
     mqtt: tuple[str, int] | None,
-    work_dir: Path,
+    outbox_dir: Path,
 ) -> Config:
+    """The daemon's config for one replay; `sources` is its `source:` or `sources:` section."""
     model = model_config(checkpoint, backend, precision, args.threads, args.batch)
     data: dict[str, Any] = {
         "model": model.model_dump(),
-        "source": {"type": "file", "id": "replay", "path": str(wav), "realtime": False},
+        **sources,
         "window": {"seconds": args.window_seconds, "hop_seconds": hop_seconds},
         "label_sets": [bench_label_set(labels).model_dump()],
         "mqtt": {
@@ -137,7 +156,7 @@ def _replay_config(
             "port": mqtt[1] if mqtt else 1883,
             "topic_prefix": "audio-monitor-bench",
             "device_id": "bench",
-            "outbox": {"directory": str(work_dir / f"outbox-{backend}-{precision}")},
+            "outbox": {"directory": str(outbox_dir)},
         },
         "output": {"json_lines": False},
     }
@@ -147,16 +166,26 @@ def _replay_config(
         raise ConfigError(f"bench --replay-minutes: {first_line(err)}") from err
 
 
-def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
-    """Run the daemon in-process on the config's file; throughput and latencies."""
+@dataclass(frozen=True)
+class Observed:
+    """One daemon run as the recorder saw it, with the daemon's final counters."""
+
+    recorder: Recorder
+    snapshot: Snapshot
+    started_monotonic: float  # as streaming started: after the model loaded
+    started_cpu: float  # time.process_time() then
+
+
+def run_observed(config: Config) -> Observed:
+    """Run the daemon in-process until its file sources are drained, every source recorded."""
     from monitor.service.daemon import Daemon
     from monitor.service.notify import SystemdNotifier
     from monitor.service.pipeline import make_source
 
-    recorder = _Recorder()
+    recorder = Recorder()
 
     def source_factory(cfg: SourceConfig) -> Source:
-        return _RecordingSource(make_source(cfg), recorder)
+        return RecordingSource(make_source(cfg), recorder)
 
     daemon = Daemon(
         config,
@@ -174,13 +203,20 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
     snapshot = daemon.snapshot()
     if snapshot is None or recorder.started is None or not recorder.outputs:
         raise ModelError("the daemon scored no window")
-    start_mono, start_cpu = recorder.started
-    ends = sorted(recorder.outputs)
+    return Observed(recorder, snapshot, *recorder.started)
+
+
+def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
+    """Run the daemon in-process on the config's file; throughput and latencies."""
+    observed = run_observed(config)
+    recorder, snapshot = observed.recorder, observed.snapshot
+    start_mono, start_cpu = observed.started_monotonic, observed.started_cpu
+    keys = sorted(recorder.outputs)  # one source: in stream order
     latencies, processing = [], []
     previous_done = start_mono
-    for end in ends:
-        done, _cpu = recorder.outputs[end]
-        written = recorder.written_at(end)
+    for source_id, end in keys:
+        done, _cpu = recorder.outputs[(source_id, end)]
+        written = recorder.written_at(source_id, end)
         if written is not None:
             latencies.append((done - written) * 1000.0)
             processing.append((done - max(written, previous_done)) * 1000.0)
@@ -191,9 +227,9 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
     stats = snapshot.worker
     return ReplayResult(
         audio_seconds=audio_seconds,
-        windows=len(ends),
+        windows=len(keys),
         wall_seconds=wall,
-        windows_per_second=len(ends) / wall,
+        windows_per_second=len(keys) / wall,
         speed_vs_realtime=audio_seconds / wall,
         cpu_seconds=cpu,
         cpu_seconds_per_audio_hour=cpu * 3600.0 / audio_seconds,
@@ -224,8 +260,17 @@ def run_replay(
     for backend, precision in configurations(args.backend, args.precision):
         name = f"{backend}/{precision}"
         try:
-            config = _replay_config(
-                checkpoint, backend, precision, args, labels, wav, hop, mqtt, work_dir
+            source = {"type": "file", "id": "replay", "path": str(wav), "realtime": False}
+            config = daemon_config(
+                checkpoint,
+                backend,
+                precision,
+                args,
+                labels,
+                {"source": source},
+                hop,
+                mqtt,
+                work_dir / f"outbox-{backend}-{precision}",
             )
             logger.info("replaying %.1f min through the daemon with %s", seconds / 60, name)
             result = replay_once(config, audio_seconds)

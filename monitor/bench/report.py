@@ -8,6 +8,7 @@ from monitor.bench.results import (
     MonitorResult,
     ReferenceResult,
     ReplayReport,
+    SourcesReport,
 )
 from monitor.bench.targets import TARGET_CORES, TARGET_LABELS, TARGET_WINDOW_SECONDS
 
@@ -150,5 +151,62 @@ def format_replay(report: ReplayReport) -> str:
         "latency: from the window's last sample written into the ring buffer to its scores "
         "handed to the outputs (includes waiting behind earlier windows: the file is replayed "
         "as fast as possible); processing: the same from when the worker could start on it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def format_sources(report: SourcesReport) -> str:
+    """The multi-source runs as readable text: one row per configuration and K, then the
+    largest K each configuration served."""
+    r = report.replay
+    ks = " ".join(str(k) for k in report.sources)
+    lines = [
+        f"audio-monitor bench --replay-minutes {r.minutes:g} --sources {ks}: {r.audio}, "
+        f"K real-time sources (room1..roomK) replaying it at once, {r.window_seconds:g} s "
+        f"windows every {r.hop_seconds:g} s, {r.labels} labels, max batch {r.max_batch}, "
+        f"MQTT {r.mqtt or 'off'}",
+        f"checkpoint: {report.checkpoint.origin} {report.checkpoint.path}",
+        "each run is one daemon, which loads the model once and scores every source's windows "
+        "with it, whatever K is (by construction; not a measurement); each configuration is "
+        "first warmed up by a few untimed windows",
+    ]
+    if report.note:
+        lines.append(report.note)
+    lines.append("")
+    header = (
+        f"{'config':<12} {'K':>3} {'windows':>7} {'win/s':>7} {'CPU s/audio h/source':>20} "
+        f"{'latency p50':>11} {'p99 ms':>8} {'dropped':>7} {'lost frames':>11} "
+        f"{'RSS after':>9} {'peak':>6}"
+    )
+    lines += [header + "   (RSS in MiB)", "-" * len(header)]
+    for run in report.runs:
+        result = run.result
+        if not run.ok or result is None:
+            lines.append(f"{run.name:<12} {run.sources:>3} FAILED: {run.error}")
+            continue
+        lat = result.latency_ms
+        lines.append(
+            f"{run.name:<12} {run.sources:>3} {result.windows:>7} "
+            f"{result.windows_per_second:>7.2f} "
+            f"{result.cpu_seconds_per_audio_hour_per_source:>20.0f} "
+            f"{_fmt(None if lat is None else lat.p50, '.0f'):>11} "
+            f"{_fmt(None if lat is None else lat.p99, '.0f'):>8} "
+            f"{result.windows_dropped:>7} {result.lost_frames:>11} "
+            f"{_fmt(result.rss_after_mib, '.0f'):>9} {_fmt(result.peak_rss_mib, '.0f'):>6}"
+        )
+    lines.append("")
+    for served in report.served:
+        k = "none" if served.largest_sources is None else str(served.largest_sources)
+        lines.append(
+            f"{served.name}: largest K served without dropping windows at hop "
+            f"{served.hop_seconds:g} s: {k}"
+        )
+    lines += [
+        "",
+        "latency: from a window's last sample written into its source's ring buffer to its "
+        "scores and events being ready; dropped: windows skipped because scoring lagged "
+        "behind real time, summed over the sources; CPU: the whole process's CPU time from "
+        "streaming start to the last window, per source and audio hour; peak: the process's "
+        "peak RSS during the run, model load included.",
     ]
     return "\n".join(lines) + "\n"

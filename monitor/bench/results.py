@@ -224,3 +224,78 @@ class ReplayReport:
         out = asdict(self)
         out["runs"] = [run.as_json() for run in self.runs]
         return out
+
+
+@dataclass(frozen=True)
+class SourcesResult:
+    """The daemon serving K real-time sources at once, over one run."""
+
+    audio_seconds: float  # replayed by each source
+    wall_seconds: float  # from streaming started to the last window scored
+    windows: int  # every source's windows handed on by the worker
+    windows_by_source: dict[str, int]  # windows scored by the model, per source id
+    windows_per_second: float  # every source's together
+    cpu_seconds: float  # the whole process's, over the same span as wall_seconds
+    cpu_seconds_per_audio_hour_per_source: float
+    latency_ms: Percentiles | None  # last sample into its ring buffer -> scores ready
+    windows_dropped: int  # windows_skipped_lagging, summed over the sources
+    lost_frames: int
+    events: int
+    rss_after_mib: float | None  # VmRSS once the run has ended
+    peak_rss_mib: float | None  # the process's peak during this run; None: not isolable
+
+
+@dataclass(frozen=True)
+class SourcesRun:
+    """One backend/precision with K sources: its result, or the one-line error that stopped it."""
+
+    name: str
+    backend: str
+    precision: str
+    sources: int
+    ok: bool
+    error: str | None
+    result: SourcesResult | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The run's fields with its result's beside them (a failed run has no result keys)."""
+        out = asdict(self)
+        del out["result"]
+        if self.result is not None:
+            out.update(asdict(self.result))
+        return out
+
+
+@dataclass(frozen=True)
+class SourcesServed:
+    """One backend/precision's answer: the largest K whose run dropped no window."""
+
+    name: str
+    backend: str
+    precision: str
+    hop_seconds: float
+    largest_sources: int | None  # None: even the smallest K dropped windows (or failed)
+
+
+@dataclass(frozen=True)
+class SourcesReport:
+    """`audio-monitor bench --replay-minutes N --sources K...`: K real-time sources, one daemon."""
+
+    mode: str = field(default="sources", init=False)
+    note: str | None
+    checkpoint: CheckpointReport
+    environment: Environment
+    replay: ReplaySettings
+    sources: tuple[int, ...]  # every K run, ascending
+    runs: tuple[SourcesRun, ...]
+    served: tuple[SourcesServed, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every run ran (dropping windows is a result, not a failure)."""
+        return all(run.ok for run in self.runs)
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["runs"] = [run.as_json() for run in self.runs]
+        return out

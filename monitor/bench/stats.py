@@ -83,6 +83,17 @@ def memory_mib() -> MemoryMib:
         return MemoryMib(None, peak / scale, None, None)
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) afresh, so a peak read later is one run's; False
+    where the kernel does not allow it (not Linux, or /proc read-only)."""
+    try:
+        # "5" resets only the high-water mark (Linux >= 4.0); it touches no page.
+        Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
+    except OSError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class SteadyMemory:
     """The memory of a warm path: the largest RSS sampled after a window, and the peak."""

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from monitor.cli import main
+from monitor.errors import EXIT_CONFIG
 from tests.support.broker import Broker
 
 TIMEOUT_SECONDS = 240.0
@@ -71,6 +73,38 @@ REPLAY_RUN_FIELDS = {
     "events",
     "lost_frames",
 }
+SOURCES_FIELDS = {
+    "mode",
+    "note",
+    "checkpoint",
+    "environment",
+    "replay",
+    "sources",
+    "runs",
+    "served",
+}
+SOURCES_RUN_FIELDS = {
+    "name",
+    "backend",
+    "precision",
+    "sources",
+    "ok",
+    "error",
+    "audio_seconds",
+    "wall_seconds",
+    "windows",
+    "windows_by_source",
+    "windows_per_second",
+    "cpu_seconds",
+    "cpu_seconds_per_audio_hour_per_source",
+    "latency_ms",
+    "windows_dropped",
+    "lost_frames",
+    "events",
+    "rss_after_mib",
+    "peak_rss_mib",
+}
+SERVED_FIELDS = {"name", "backend", "precision", "hop_seconds", "largest_sources"}
 
 
 def run_bench(args: list[str], tmp_path: Path) -> tuple[int, dict[str, Any], str]:
@@ -251,3 +285,75 @@ def test_a_configuration_that_cannot_run_is_one_line_not_a_crash(
     assert failed["rss_mib"]["steady"] is None  # no child process for a path that cannot load
     verdicts = [t for t in report["targets"] if t["config"] == "onnx/bf16"]
     assert verdicts and all(t["met"] is None and t["detail"] for t in verdicts)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sources", "1", "2"], "--sources is only used with --replay-minutes"),
+        (
+            ["--replay-minutes", "1", "--sources", "2", "0"],
+            "--sources: each K must be at least 1 (got 0)",
+        ),
+    ],
+)
+def test_sources_arguments_out_of_place_are_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Checked before anything loads: no checkpoint is needed to be told.
+    assert main(["bench", *args]) == EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"audio-monitor: error: {message}"]
+    assert captured.out == ""
+
+
+@pytest.mark.slow
+def test_sources_runs_k_real_time_sources_in_one_daemon_per_k(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    code, report, stderr = run_bench(
+        [
+            "--model",
+            str(tiny_clap_dir),
+            "--labels",
+            "3",
+            "--window-seconds",
+            "1",
+            "--threads",
+            "1",
+            "--replay-minutes",
+            "0.05",
+            "--sources",
+            "1",
+            "2",
+        ],
+        tmp_path,
+    )
+    assert code == 0, stderr[-3000:]
+    assert set(report) == SOURCES_FIELDS
+    assert report["mode"] == "sources"
+    assert report["sources"] == [1, 2]
+    assert report["replay"]["hop_seconds"] == 1.0  # the default with --sources
+    runs = report["runs"]
+    assert [run["sources"] for run in runs] == [1, 2]
+    for run in runs:
+        assert set(run) == SOURCES_RUN_FIELDS
+        assert run["ok"] is True, run["error"]
+        assert run["audio_seconds"] == pytest.approx(3.0)
+        k = run["sources"]
+        by_source = run["windows_by_source"]
+        assert sorted(by_source) == [f"room{i}" for i in range(1, k + 1)]
+        assert all(windows > 0 for windows in by_source.values()), by_source
+        assert run["windows"] >= sum(by_source.values())
+        assert run["windows_dropped"] >= 0
+        assert run["lost_frames"] == 0  # 3 s of audio always fits the 30 s ring
+        assert run["cpu_seconds_per_audio_hour_per_source"] == pytest.approx(
+            run["cpu_seconds"] * 3600.0 / (k * 3.0)
+        )
+        latency = run["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+        assert run["rss_after_mib"] > 0
+    (served,) = report["served"]
+    assert set(served) == SERVED_FIELDS
+    assert (served["name"], served["hop_seconds"]) == ("torch/fp32", 1.0)
+    assert served["largest_sources"] in (None, 1, 2)

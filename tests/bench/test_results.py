@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from monitor.bench.compare import rss_mib
 from monitor.bench.memory import ChildMemory
-from monitor.bench.report import format_replay, format_table
+from monitor.bench.report import format_replay, format_sources, format_table
 from monitor.bench.results import (
     Agreement,
     CheckpointReport,
@@ -20,6 +20,10 @@ from monitor.bench.results import (
     ReplayRun,
     ReplaySettings,
     RssMib,
+    SourcesReport,
+    SourcesResult,
+    SourcesRun,
+    SourcesServed,
     WorkloadReport,
 )
 from monitor.bench.stats import Percentiles, Summary
@@ -167,3 +171,126 @@ def test_a_child_without_memory_reports_why_in_every_size() -> None:
         1.0,
         None,
     )
+
+
+def sources_result(k: int, dropped: int) -> SourcesResult:
+    return SourcesResult(
+        audio_seconds=60.0,
+        wall_seconds=59.0,
+        windows=59 * k - dropped,
+        windows_by_source={f"room{i + 1}": 59 for i in range(k)},
+        windows_per_second=(59 * k - dropped) / 59.0,
+        cpu_seconds=20.0 * k,
+        cpu_seconds_per_audio_hour_per_source=1200.0,
+        latency_ms=Percentiles(45.0, 120.0, 150.0),
+        windows_dropped=dropped,
+        lost_frames=0,
+        events=1,
+        rss_after_mib=510.0,
+        peak_rss_mib=None if k == 4 else 620.0,
+    )
+
+
+def sources_report() -> SourcesReport:
+    settings = ReplaySettings(1.0, "generated, 44100 Hz", 44100, 10.0, 1.0, 30, 1, None)
+    runs = (
+        SourcesRun("torch/fp32", "torch", "fp32", 1, True, None, sources_result(1, 0)),
+        SourcesRun("torch/fp32", "torch", "fp32", 4, True, None, sources_result(4, 7)),
+        SourcesRun("onnx/bf16", "onnx", "bf16", 1, False, "no bf16"),
+    )
+    served = (
+        SourcesServed("torch/fp32", "torch", "fp32", 1.0, 1),
+        SourcesServed("onnx/bf16", "onnx", "bf16", 1.0, None),
+    )
+    return SourcesReport(None, CHECKPOINT, ENVIRONMENT, settings, (1, 4), runs, served)
+
+
+def test_the_sources_text_has_a_row_per_run_and_the_largest_k_per_configuration() -> None:
+    text = format_sources(sources_report())
+    lines = text.splitlines()
+    assert lines[0].startswith("audio-monitor bench --replay-minutes 1 --sources 1 4: ")
+    assert "loads the model once" in text
+    header = next(line for line in lines if line.startswith("config"))
+    assert header.split() == [
+        "config",
+        "K",
+        "windows",
+        "win/s",
+        "CPU",
+        "s/audio",
+        "h/source",
+        "latency",
+        "p50",
+        "p99",
+        "ms",
+        "dropped",
+        "lost",
+        "frames",
+        "RSS",
+        "after",
+        "peak",
+        "(RSS",
+        "in",
+        "MiB)",
+    ]
+    one, four = (line.split() for line in lines if line.startswith("torch/fp32  "))
+    assert one == ["torch/fp32", "1", "59", "1.00", "1200", "45", "120", "0", "0", "510", "620"]
+    assert four[:2] == ["torch/fp32", "4"] and four[7] == "7" and four[-1] == "-"
+    assert "onnx/bf16      1 FAILED: no bf16" in text
+    assert "torch/fp32: largest K served without dropping windows at hop 1 s: 1" in lines
+    assert "onnx/bf16: largest K served without dropping windows at hop 1 s: none" in lines
+
+
+def test_the_sources_json_has_the_runs_flat_and_the_answer_per_configuration() -> None:
+    report = sources_report()
+    doc = json.loads(json.dumps(report.as_json()))
+    assert list(doc) == [
+        "mode",
+        "note",
+        "checkpoint",
+        "environment",
+        "replay",
+        "sources",
+        "runs",
+        "served",
+    ]
+    assert doc["mode"] == "sources" and doc["sources"] == [1, 4] and not report.ok
+    ran, _, failed = doc["runs"]
+    assert list(ran) == [
+        "name",
+        "backend",
+        "precision",
+        "sources",
+        "ok",
+        "error",
+        "audio_seconds",
+        "wall_seconds",
+        "windows",
+        "windows_by_source",
+        "windows_per_second",
+        "cpu_seconds",
+        "cpu_seconds_per_audio_hour_per_source",
+        "latency_ms",
+        "windows_dropped",
+        "lost_frames",
+        "events",
+        "rss_after_mib",
+        "peak_rss_mib",
+    ]
+    assert ran["windows_by_source"] == {"room1": 59}
+    assert ran["latency_ms"] == {"p50": 45.0, "p99": 120.0, "max": 150.0}
+    assert failed == {
+        "name": "onnx/bf16",
+        "backend": "onnx",
+        "precision": "bf16",
+        "sources": 1,
+        "ok": False,
+        "error": "no bf16",
+    }
+    assert doc["served"][0] == {
+        "name": "torch/fp32",
+        "backend": "torch",
+        "precision": "fp32",
+        "hop_seconds": 1.0,
+        "largest_sources": 1,
+    }

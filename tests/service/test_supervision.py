@@ -319,8 +319,10 @@ def test_a_source_given_up_on_leaves_the_others_running(
     assert daemon.pipeline is not None
     scored = daemon.pipeline.worker.stats("kitchen").windows_scored
     wait_until(
-        lambda: daemon.pipeline is not None
-        and daemon.pipeline.worker.stats("kitchen").windows_scored > scored + 2,
+        lambda: (
+            daemon.pipeline is not None
+            and daemon.pipeline.worker.stats("kitchen").windows_scored > scored + 2
+        ),
         "the kitchen scored on",
         10,
     )
