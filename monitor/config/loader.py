@@ -51,6 +51,9 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
             what += f" (got {shown[:60]})"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    if not first["loc"] and first["type"] == "value_error":
+        # A check across sections: its message names the keys itself.
+        return f"{path}: {what}{suffix}"
     return f"{path}: {where}: {what}{suffix}"
 
 
