@@ -335,10 +335,12 @@ class Supervisor:
 
     def shutdown(self, deadline: float) -> None:
         """Stop capture, let the batch in flight finish, end open events, close the outputs."""
+        worker = self.pipeline.worker
+        # First: a stopped file source counts as finished, and its last window must not be
+        # scored on the way out.
+        worker.stop()
         for lane in self.pipeline.lanes:
             stop_source(lane.source)
-        worker = self.pipeline.worker
-        worker.stop()
         if worker.is_alive():
             worker.join(timeout=max(0.1, deadline - time.monotonic() - 1.0))
         if worker.is_alive():
