@@ -8,6 +8,7 @@ import pytest
 
 pytest_plugins = [
     "tests.support.broker",
+    "tests.support.daemons",
     "tests.support.netstreams",
     "tests.support.virtual_audio",
     "tests.support.tiny_clap",

@@ -242,20 +242,27 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
     )
 
 
+def write_replay_audio(
+    args: argparse.Namespace, seconds: float, wav: Path
+) -> tuple[Path, int, str, float]:
+    """`seconds` of --audio (or generated audio) written to `wav`: (wav, its rate, what it
+    is, its length in seconds)."""
+    from monitor.audio.decode import write_pcm16
+
+    samples, rate, what = replay_audio(args.audio, seconds, args.window_seconds)
+    write_pcm16(wav, samples, rate)
+    return wav, rate, what, len(samples) / rate
+
+
 def run_replay(
     args: argparse.Namespace, checkpoint: Checkpoint, labels: Sequence[str], work_dir: Path
 ) -> ReplayReport:
     """Replay --replay-minutes of audio through the daemon once per configuration."""
-    from monitor.audio.decode import write_pcm16
-
     load_before = load_average()
     mqtt = parse_mqtt(args.mqtt)
     seconds = float(args.replay_minutes) * 60.0
     hop = hop_or_default(getattr(args, "hop_seconds", None), args.window_seconds)
-    samples, rate, what = replay_audio(args.audio, seconds, args.window_seconds)
-    wav = work_dir / "replay.wav"
-    write_pcm16(wav, samples, rate)
-    audio_seconds = len(samples) / rate
+    wav, rate, what, audio_seconds = write_replay_audio(args, seconds, work_dir / "replay.wav")
     runs = []
     for backend, precision in configurations(args.backend, args.precision):
         name = f"{backend}/{precision}"

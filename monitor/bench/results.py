@@ -184,6 +184,15 @@ class ReplayResult:
     lost_frames: int | None
 
 
+def _flattened(run: Any, result: Any) -> dict[str, Any]:
+    """A run dataclass's fields, `result` replaced by the result's own fields (if any)."""
+    out = asdict(run)
+    del out["result"]
+    if result is not None:
+        out.update(asdict(result))
+    return out
+
+
 @dataclass(frozen=True)
 class ReplayRun:
     """One backend/precision replayed: its result, or the one-line error that stopped it."""
@@ -197,11 +206,7 @@ class ReplayRun:
 
     def as_json(self) -> dict[str, Any]:
         """The run's fields with its result's beside them (a failed run has no result keys)."""
-        out = asdict(self)
-        del out["result"]
-        if self.result is not None:
-            out.update(asdict(self.result))
-        return out
+        return _flattened(self, self.result)
 
 
 @dataclass(frozen=True)
@@ -259,11 +264,7 @@ class SourcesRun:
 
     def as_json(self) -> dict[str, Any]:
         """The run's fields with its result's beside them (a failed run has no result keys)."""
-        out = asdict(self)
-        del out["result"]
-        if self.result is not None:
-            out.update(asdict(self.result))
-        return out
+        return _flattened(self, self.result)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from monitor.bench.checkpoint import Checkpoint
 from monitor.bench.environment import environment, load_average
 from monitor.bench.monitor_path import configurations
-from monitor.bench.replay import daemon_config, parse_mqtt, run_observed
+from monitor.bench.replay import daemon_config, parse_mqtt, run_observed, write_replay_audio
 from monitor.bench.results import (
     ReplaySettings,
     SourcesReport,
@@ -22,7 +22,7 @@ from monitor.bench.results import (
     SourcesServed,
 )
 from monitor.bench.stats import memory_mib, percentiles, reset_peak_rss
-from monitor.bench.workload import DEFAULT_HOP_SECONDS, replay_audio
+from monitor.bench.workload import DEFAULT_HOP_SECONDS
 from monitor.config import Config
 from monitor.errors import first_line
 
@@ -146,20 +146,15 @@ def run_sources(
     args: argparse.Namespace, checkpoint: Checkpoint, labels: Sequence[str], work_dir: Path
 ) -> SourcesReport:
     """Each configuration with each K of --sources: K real-time sources in one daemon."""
-    from monitor.audio.decode import write_pcm16
-
     load_before = load_average()
     mqtt = parse_mqtt(args.mqtt)
     seconds = float(args.replay_minutes) * 60.0
     hop = sources_hop(args.hop_seconds)
     counts = source_counts(args.sources)
-    samples, rate, what = replay_audio(args.audio, seconds, args.window_seconds)
-    wav = work_dir / "replay.wav"  # written once; every source of every run reads it
-    write_pcm16(wav, samples, rate)
-    audio_seconds = len(samples) / rate
-    warmup_wav = work_dir / "warmup.wav"
+    # Written once; every source of every run reads it.
+    wav, rate, what, audio_seconds = write_replay_audio(args, seconds, work_dir / "replay.wav")
     warmup_seconds = args.window_seconds + (WARMUP_WINDOWS - 1) * hop
-    write_pcm16(warmup_wav, replay_audio(args.audio, warmup_seconds, args.window_seconds)[0], rate)
+    warmup_wav = write_replay_audio(args, warmup_seconds, work_dir / "warmup.wav")[0]
     plan = [(b, p, k) for b, p in configurations(args.backend, args.precision) for k in counts]
     logger.info(
         "%d real-time run(s) of %g min each: about %g min of wall time in all",

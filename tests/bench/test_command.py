@@ -13,6 +13,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.errors import EXIT_CONFIG
+from tests.support.bench import SOURCES_RUN_KEYS
 from tests.support.broker import Broker
 
 TIMEOUT_SECONDS = 240.0
@@ -83,27 +84,7 @@ SOURCES_FIELDS = {
     "runs",
     "served",
 }
-SOURCES_RUN_FIELDS = {
-    "name",
-    "backend",
-    "precision",
-    "sources",
-    "ok",
-    "error",
-    "audio_seconds",
-    "wall_seconds",
-    "windows",
-    "windows_by_source",
-    "windows_per_second",
-    "cpu_seconds",
-    "cpu_seconds_per_audio_hour_per_source",
-    "latency_ms",
-    "windows_dropped",
-    "lost_frames",
-    "events",
-    "rss_after_mib",
-    "peak_rss_mib",
-}
+SOURCES_RUN_FIELDS = set(SOURCES_RUN_KEYS)
 SERVED_FIELDS = {"name", "backend", "precision", "hop_seconds", "largest_sources"}
 
 

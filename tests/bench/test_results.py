@@ -28,6 +28,7 @@ from monitor.bench.results import (
 )
 from monitor.bench.stats import Percentiles, Summary
 from monitor.bench.targets import evaluate_targets
+from tests.support.bench import SOURCES_RUN_KEYS
 
 CHECKPOINT = CheckpointReport("directory", "/models/clap", False, None, None)
 ENVIRONMENT = Environment(2, 2, "3.11", "Linux", {"torch": "2"}, 100.0, (1.0, 0.5, 0.2), None)
@@ -256,27 +257,7 @@ def test_the_sources_json_has_the_runs_flat_and_the_answer_per_configuration() -
     ]
     assert doc["mode"] == "sources" and doc["sources"] == [1, 4] and not report.ok
     ran, _, failed = doc["runs"]
-    assert list(ran) == [
-        "name",
-        "backend",
-        "precision",
-        "sources",
-        "ok",
-        "error",
-        "audio_seconds",
-        "wall_seconds",
-        "windows",
-        "windows_by_source",
-        "windows_per_second",
-        "cpu_seconds",
-        "cpu_seconds_per_audio_hour_per_source",
-        "latency_ms",
-        "windows_dropped",
-        "lost_frames",
-        "events",
-        "rss_after_mib",
-        "peak_rss_mib",
-    ]
+    assert tuple(ran) == SOURCES_RUN_KEYS
     assert ran["windows_by_source"] == {"room1": 59}
     assert ran["latency_ms"] == {"p50": 45.0, "p99": 120.0, "max": 150.0}
     assert failed == {

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from monitor.service.daemon import Daemon
 from monitor.service.notify import SystemdNotifier
 from tests.support.audio import write_clip
 from tests.support.broker import Broker, Subscriber
+from tests.support.daemons import Running
 from tests.support.netstreams import RtspServer
 from tests.support.waiting import wait_until
 
@@ -24,37 +24,6 @@ BASE = "multi/house"
 SECRET = "p4ss:w@rd/1"
 
 pytestmark = pytest.mark.slow
-
-
-class Running:
-    """A Daemon run in a background thread of the test process."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.code: int | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.code = self.daemon.run()
-        except BaseException as err:
-            self.error = err
-
-    def stop(self) -> None:
-        self.daemon.request_stop()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "daemon did not stop"
-
-
-@pytest.fixture
-def running() -> Iterator[list[Running]]:
-    runs: list[Running] = []
-    yield runs
-    for run in runs:
-        if run.thread.is_alive():
-            run.stop()
 
 
 class CountingLoader:
@@ -122,7 +91,7 @@ def test_two_files_and_a_camera_in_one_process_with_one_model(
     mosquitto: Broker,
     mqtt_subscriber: Callable[..., Subscriber],
     rtsp_server: RtspServer,
-    running: list[Running],
+    daemons: list[Running],
 ) -> None:
     kitchen = write_clip(tmp_path / "kitchen.wav", 30.0, 16000, 1)
     nursery = write_clip(tmp_path / "nursery.wav", 30.0, 44100, 2)
@@ -138,7 +107,7 @@ def test_two_files_and_a_camera_in_one_process_with_one_model(
         model_loader=loader,
         notifier=SystemdNotifier(environ={}),
     )
-    running.append(run := Running(daemon))
+    daemons.append(run := Running(daemon))
     on = {
         "kitchen": "alarms/smoke_alarm",
         "nursery": "pets/dog_barking",
@@ -179,7 +148,7 @@ def test_a_camera_that_reboots_is_reopened_while_the_others_go_on(
     mosquitto: Broker,
     mqtt_subscriber: Callable[..., Subscriber],
     rtsp_server: RtspServer,
-    running: list[Running],
+    daemons: list[Running],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clip = write_clip(tmp_path / "kitchen.wav", 5.0, 16000, 1)
@@ -200,7 +169,7 @@ def test_a_camera_that_reboots_is_reopened_while_the_others_go_on(
         make_config(tiny_clap_dir, mosquitto, tmp_path, sources),
         notifier=SystemdNotifier(environ={}),
     )
-    running.append(run := Running(daemon))
+    daemons.append(run := Running(daemon))
     sub.wait_for(lambda _: source_states(sub, "porch")[-1:] == ["ok"], 60, what="porch ok")
     wait_until(lambda: daemon.snapshot() is not None, "started")
     rtsp_server.kill()  # the camera reboots

@@ -27,6 +27,7 @@ from monitor.service.daemon import Daemon
 from monitor.service.notify import SystemdNotifier
 from tests.support.audio import write_clip
 from tests.support.broker import Broker, Subscriber
+from tests.support.daemons import Running
 from tests.support.processes import monitor_command
 from tests.support.waiting import wait_until
 
@@ -166,41 +167,8 @@ def make_config(model_dir: Path, broker: Broker | None, **overrides: Any) -> Con
     return Config.model_validate(data)
 
 
-class Running:
-    """A Daemon run in a background thread of the test process."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.code: int | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.code = self.daemon.run()
-        except BaseException as err:
-            self.error = err
-
-    def stop(self, timeout_seconds: float = 10.0) -> float:
-        started = time.monotonic()
-        self.daemon.request_stop()
-        self.thread.join(timeout_seconds)
-        assert not self.thread.is_alive(), "daemon did not stop"
-        return time.monotonic() - started
-
-
 def health_states(sub: Subscriber) -> list[str]:
     return [json.loads(p)["state"] for p in sub.payloads(f"{BASE}/health")]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Running]]:
-    running: list[Running] = []
-    yield running
-    for r in running:
-        if r.thread.is_alive():
-            r.stop()
 
 
 def test_stalled_capture_is_degraded_reopened_and_recovers(
