@@ -3,6 +3,7 @@
 from monitor.config.base import StrictModel, check_slug, looks_like_path, slugify
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
+from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import DEFAULT_PROMPT_TEMPLATE, LabelConfig, LabelSetConfig, ScoringMode
 from monitor.config.loader import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, load_config, parse_config
 from monitor.config.model import ModelConfig
@@ -28,6 +29,7 @@ __all__ = [
     "EventsConfig",
     "FileSourceConfig",
     "HealthConfig",
+    "HomeAssistantConfig",
     "LabelConfig",
     "LabelSetConfig",
     "MicrophoneSourceConfig",

@@ -11,6 +11,27 @@ from monitor.config.base import StrictModel, check_slug, slugify
 DEFAULT_PROMPT_TEMPLATE = "This is a sound of {}."
 
 
+# Home Assistant's binary_sensor device classes that can mean "a sound was heard".
+BinarySensorClass = Literal[
+    "sound",
+    "safety",
+    "smoke",
+    "gas",
+    "carbon_monoxide",
+    "moisture",
+    "problem",
+    "vibration",
+    "occupancy",
+    "presence",
+    "motion",
+    "door",
+    "window",
+    "opening",
+    "tamper",
+    "running",
+]
+
+
 class LabelConfig(StrictModel):
     """One free-text label of a label set."""
 
@@ -25,6 +46,10 @@ class LabelConfig(StrictModel):
     )
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Own detection threshold; None = the set's."
+    )
+    device_class: BinarySensorClass = Field(
+        default="sound",
+        description="Home Assistant device class of this label's binary_sensor (discovery).",
     )
 
     @property

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from monitor.config.base import StrictModel
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
+from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import LabelSetConfig
 from monitor.config.model import ModelConfig
 from monitor.config.mqtt import MqttConfig
@@ -42,6 +43,10 @@ class Config(StrictModel):
     )
     events: EventsConfig = Field(default_factory=EventsConfig, description="Event logic.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing.")
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig,
+        description="Home Assistant MQTT discovery (a device per source, no YAML).",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Local outputs.")
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Stall detection and recovery."

@@ -84,10 +84,24 @@ def build_outputs(config: Config) -> FanOut:
     """The configured outputs; the MQTT one reads its password file here."""
     sinks: list[Sink] = []
     if config.mqtt.enabled:
+        from monitor.outputs.mqtt.discovery import DeviceInfo
         from monitor.outputs.mqtt.sink import MqttSink
 
         label_sets_of = {src.id: config.label_sets_of(src) for src in config.source_configs}
-        sinks.append(MqttSink(config.mqtt, label_sets_of, per_source=config.per_source_topics))
+        ha = config.homeassistant
+        discovery = (
+            DeviceInfo(ha.discovery_prefix, config.mqtt.device_id, config.model.name)
+            if ha.enabled
+            else None
+        )
+        sinks.append(
+            MqttSink(
+                config.mqtt,
+                label_sets_of,
+                per_source=config.per_source_topics,
+                discovery=discovery,
+            )
+        )
     if config.output.json_lines:
         from monitor.outputs.jsonlines import JsonLinesSink
 

@@ -131,6 +131,7 @@ def test_start_message_and_state() -> None:
         "window_end": "2026-03-01T12:00:05.250Z",
         "started_at": "2026-03-01T12:00:05.250Z",
         "model": "laion/clap-htsat-unfused",
+        "event_type": "glass_breaking",
     }
 
 
@@ -139,6 +140,7 @@ def test_end_message_has_span_and_count() -> None:
     det, state = event_messages(event, Topics("am", "dev"), qos=2)
     body = json.loads(det.payload)
     assert body["event"] == "end" and body["detections"] == 4 and body["ended_at"] == iso_utc(T)
+    assert "event_type" not in body  # an end must not fire Home Assistant's event entity
     assert state.payload == "OFF" and state.qos == 2
 
 

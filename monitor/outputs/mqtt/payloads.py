@@ -92,6 +92,9 @@ def event_payload(event: Event, device_id: str) -> dict[str, Any]:
         "started_at": iso_utc(event.started_at),
         "model": d.model_id,
     }
+    if event.kind == "start":
+        # Home Assistant's event entity fires on this (its event_types are the label slugs).
+        payload["event_type"] = slugify(d.label)
     if event.kind == "end":
         assert event.ended_at is not None
         payload["ended_at"] = iso_utc(event.ended_at)

@@ -65,6 +65,17 @@ def reconnect_delay_seconds(
     return base * rng.uniform(0.5, 1.0)
 
 
+def _message_handler(
+    on_message: Callable[[str, bytes, bool], None],
+) -> Callable[[Any, Any, Any], None]:
+    """paho's (client, userdata, message) callback, handing on only what the caller needs."""
+
+    def handle(_client: Any, _userdata: Any, message: Any) -> None:
+        on_message(str(message.topic), bytes(message.payload), bool(message.retain))
+
+    return handle
+
+
 def _check_readable(key: str, path: Path) -> None:
     try:
         with path.open("rb"):
@@ -112,6 +123,9 @@ class MqttPublisher:
                 self._outbox.directory,
             )
         self._client: mqtt.Client | None = None
+        # topic filter -> on_message(topic, payload, retained); subscribed on every connect.
+        self._subscriptions: dict[str, Callable[[str, bytes, bool], None]] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
         self._started = False
         self._stopping = False  # stop() began: no new messages, no more "online"
         self._closing = False  # stop() is disconnecting: a late CONNACK is dropped at once
@@ -229,6 +243,10 @@ class MqttPublisher:
         client.on_disconnect = self._guarded("on_disconnect", self._on_disconnect)
         client.on_publish = self._guarded("on_publish", self._on_publish)
         client.on_connect_fail = self._guarded("on_connect_fail", self._on_connect_fail)
+        for topic, on_message in self._subscriptions.items():
+            client.message_callback_add(
+                topic, self._guarded(f"on_message {topic}", _message_handler(on_message))
+            )
         self._client = client
         self._started = True
         if self._outbox is not None:
@@ -240,6 +258,22 @@ class MqttPublisher:
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds)
         client.loop_start()
         logger.info("MQTT: connecting to %s as %s in the background", self._where, self._client_id)
+
+    def subscribe(self, topic: str, on_message: Callable[[str, bytes, bool], None]) -> None:
+        """Hear messages on `topic` (wildcards allowed), subscribed again after every connect.
+
+        Call before start(). `on_message(topic, payload, retained)` runs on paho's network
+        thread: it must return quickly and may publish.
+        """
+        if self._started:
+            raise RuntimeError("MqttPublisher.subscribe() must come before start()")
+        self._subscriptions[topic] = on_message
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Run `callback` after every (re)connect, once "online" is out (paho's thread)."""
+        if self._started:
+            raise RuntimeError("MqttPublisher.on_connected() must come before start()")
+        self._connect_hooks.append(callback)
 
     def _configure_tls(self, client: mqtt.Client) -> None:
         import ssl
@@ -564,6 +598,11 @@ class MqttPublisher:
         # Every time: after a broker restart, or a Last Will fired during a network blip,
         # the retained status would otherwise stay "offline".
         self._publish_status(STATUS_ONLINE)
+        # A clean session forgets subscriptions: ask again on every connection.
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        for hook in self._connect_hooks:
+            hook()
 
     def _on_disconnect(
         self,

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import threading
 from collections.abc import Mapping, Sequence
 
 from monitor.config import LabelSetConfig, MqttConfig
 from monitor.frames import Event
+from monitor.outputs.mqtt.discovery import (
+    BIRTH_ONLINE,
+    DeviceInfo,
+    components,
+    discovery_messages,
+    published_components,
+)
 from monitor.outputs.mqtt.payloads import (
     Message,
     Topics,
@@ -15,6 +25,12 @@ from monitor.outputs.mqtt.payloads import (
 )
 from monitor.outputs.mqtt.publisher import MqttPublisher
 from monitor.outputs.sink import DeliveryStats, HealthReport, Sink
+
+logger = logging.getLogger(__name__)
+
+# After Home Assistant's birth message, wait a little: a restarting HA subscribes to the
+# entities' topics only once it has processed the discovery it just asked for.
+BIRTH_DELAY_SECONDS = (1.0, 5.0)
 
 
 class MqttSink(Sink):
@@ -28,13 +44,59 @@ class MqttSink(Sink):
         label_sets_of: Mapping[str, Sequence[LabelSetConfig]],
         *,
         per_source: bool,
+        discovery: DeviceInfo | None = None,
     ) -> None:
-        """`label_sets_of`: source id -> the label sets it is scored against (config order)."""
+        """`label_sets_of`: source id -> the label sets it is scored against (config order);
+        `discovery`: publish Home Assistant discovery for this monitor, or None."""
         self.topics = Topics.from_config(cfg, per_source=per_source)
         self.qos = cfg.qos
         self.label_sets_of = dict(label_sets_of)
+        self.discovery = discovery
+        self._random = random.Random()
+        self._birth_timer: threading.Timer | None = None
         # Reads the password file now: a missing secret is a config error, before any load.
         self.publisher = MqttPublisher(cfg, self.topics.status)
+        if discovery is not None:
+            self.publisher.on_connected(self.publish_discovery)
+            self.publisher.subscribe(discovery.birth_topic, self._on_birth)
+            self.publisher.subscribe(discovery.config_wildcard, self._on_retained_config)
+
+    def publish_discovery(self, removed: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Every source's device config (retained), with `removed` components cleared."""
+        if self.discovery is None:
+            return
+        for msg in discovery_messages(self.discovery, self.label_sets_of, self.topics, removed):
+            self._send(msg)
+
+    def _on_birth(self, _topic: str, payload: bytes, _retained: bool) -> None:
+        if payload.decode(errors="replace") != BIRTH_ONLINE:
+            return
+        timer = threading.Timer(self._random.uniform(*BIRTH_DELAY_SECONDS), self.publish_discovery)
+        timer.daemon = True
+        timer.start()
+        self._birth_timer = timer
+
+    def _on_retained_config(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A device config the broker kept from an earlier run: clear what this config no
+        longer has, so no ghost entity comes back (only retained ones: ours echo live)."""
+        discovery = self.discovery
+        if discovery is None or not retained or not payload:
+            return
+        node = topic.split("/")[-2]
+        if not node.startswith(discovery.node_prefix):
+            return  # another device's
+        current = {discovery.node_id(s): s for s in self.label_sets_of}
+        if node not in current:
+            logger.info("Home Assistant: removing the device of a source no longer configured")
+            self.publisher.publish(topic, "", qos=1, retain=True)
+            return
+        old = published_components(payload) or {}
+        source_id = current[node]
+        now = components(discovery, source_id, self.label_sets_of[source_id], self.topics)
+        stale = {cid: platform for cid, platform in old.items() if cid not in now}
+        if stale:
+            logger.info("Home Assistant: removing %d entit(ies) of %s", len(stale), source_id)
+            self.publish_discovery({node: stale})
 
     def start(self) -> None:
         """Connect in the background and clear any ON state a crashed run left retained."""
@@ -51,6 +113,8 @@ class MqttSink(Sink):
             self._send(msg)
 
     def stop(self, timeout_seconds: float) -> None:
+        if self._birth_timer is not None:
+            self._birth_timer.cancel()
         self.publisher.stop(timeout_seconds=timeout_seconds)
 
     def delivery(self) -> DeliveryStats:
