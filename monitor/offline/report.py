@@ -67,8 +67,7 @@ def markdown(report: EvalReport) -> str:
         "",
         "Top-1/top-k accuracy and the confusion matrix depend only on how the labels rank for "
         "each clip. Within one window both modes rank the labels alike, so these can differ "
-        "only through ties (absolute mode without background clips negative similarities to "
-        "0) or when a clip's windows are pooled. The modes differ in how well one fixed "
+        "only when a clip's windows are pooled. The modes differ in how well one fixed "
         "threshold per label separates its clips from the rest: AP and the thresholds below. "
         "A tie between the true class and another counts as a miss.",
         "",

@@ -11,6 +11,11 @@ from monitor.config import LabelSetConfig, ScoringMode
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 
+# Absolute scores without background labels are the cosine itself from here up, so the
+# documented thresholds (CLAP matches: 0.2-0.6) keep their meaning; only below it is the cosine
+# squeezed, so that negative cosines still rank instead of all tying at 0.
+COSINE_KNEE = 0.05
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax along the last axis."""
@@ -22,6 +27,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * x))  # tanh form: no overflow warnings
+    return out
+
+
+def cosine_score(cos: np.ndarray) -> np.ndarray:
+    """A strictly increasing map of cosine similarity onto [0, 1]: the cosine from COSINE_KNEE up.
+
+    Below the knee k it is k^2 / (2k - cos), which meets the identity with the same slope at k
+    and stays above 0 (k^2 / (1 + 2k) at cos = -1), so different cosines never tie.
+    """
+    c = np.asarray(cos, dtype=np.float64)  # float64: the squeezed tail keeps its resolution
+    k = COSINE_KNEE
+    tail = k * k / (2.0 * k - np.minimum(c, k))  # the minimum keeps the unused branch finite
+    # A cosine of unit vectors can round a hair above 1; the score stays a share-like [0, 1].
+    out: np.ndarray = np.minimum(np.where(c >= k, c, tail), 1.0).astype(np.float32)
     return out
 
 
@@ -100,7 +119,9 @@ class LabelSetScorer:
         absolute: a label's score ignores the other labels. With background prompts it is
         sigmoid(logit_scale * (cos_label - max cos_background)), the label's share of a
         two-way softmax against the best background prompt (0.5 = as close as that); without
-        them it is the cosine similarity itself, clipped to [0, 1].
+        them it is `cosine_score(cos_label)`: the cosine itself from 0.05 up, so thresholds
+        mean a cosine, and squeezed monotonically into (0, 0.05) below, so a window's labels
+        rank as in softmax mode even when every cosine is negative.
         """
         audio = audio_embeddings.astype(np.float32, copy=False)
         cos = audio @ self.text_embeddings.T
@@ -114,8 +135,7 @@ class LabelSetScorer:
         if has_background:
             best_background = (audio @ self.background_embeddings.T).max(axis=1, keepdims=True)
             return sigmoid(self.logit_scale * (cos - best_background))
-        out: np.ndarray = np.clip(cos, 0.0, 1.0)
-        return out
+        return cosine_score(cos)
 
 
 def prompt_groups(label_set: LabelSetConfig) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""Scoring modes on the tiny checkpoint: softmax, background prompts, absolute, ensembles."""
+"""Scoring modes on the tiny checkpoint and hand-built vectors: softmax, background, absolute."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import pytest
 
 from monitor.config import LabelSetConfig
 from monitor.model.runner import ClapRunner
-from monitor.pipeline.scoring import LabelSetScorer, build_scorers, ensemble_embeddings, softmax
+from monitor.pipeline.scoring import (
+    COSINE_KNEE,
+    LabelSetScorer,
+    build_scorers,
+    cosine_score,
+    ensemble_embeddings,
+    softmax,
+)
+
+LOGIT_SCALE = 100.0  # about what CLAP checkpoints learn: exp(4.6)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +84,9 @@ def test_absolute_scores_are_what_the_docs_say(runner: ClapRunner, audio: np.nda
     text = runner.embed_text(["This is a sound of dog.", "This is a sound of silence."])
     cos = audio @ text.T
     plain = scorer(runner, mode="absolute", labels=["dog"]).score(audio)[:, 0]
-    np.testing.assert_allclose(plain, np.clip(cos[:, 0], 0, 1), atol=1e-6)
+    np.testing.assert_allclose(plain, cosine_score(cos[:, 0]), atol=1e-6)
+    above = cos[:, 0] >= COSINE_KNEE  # where thresholds mean the cosine itself
+    np.testing.assert_allclose(plain[above], cos[above, 0], atol=1e-6)
     margin = scorer(runner, mode="absolute", labels=["dog"], background=["silence"])
     two_way = softmax(runner.logit_scale * cos)[:, 0]  # the label vs the background
     np.testing.assert_allclose(margin.score(audio)[:, 0], two_way, atol=1e-6)
@@ -144,3 +155,66 @@ def test_with_mode_reuses_embeddings(runner: ClapRunner, audio: np.ndarray) -> N
     assert absolute.text_embeddings is soft.text_embeddings
     direct = scorer(runner, mode="absolute", labels=["dog", "cat"], background=["silence"])
     np.testing.assert_allclose(absolute.score(audio), direct.score(audio), atol=1e-7)
+
+
+def hand_built(cosines: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """One audio unit vector and one label unit vector per cosine, at exactly that cosine."""
+    c = np.asarray(cosines, dtype=np.float64)
+    dim = len(c) + 1
+    audio = np.eye(1, dim)
+    text = np.zeros((len(c), dim))
+    text[:, 0] = c
+    text[np.arange(len(c)), np.arange(1, dim)] = np.sqrt(1.0 - c**2)  # each its own direction
+    return audio.astype(np.float32), text.astype(np.float32)
+
+
+def ranks_strictly_by(scores: np.ndarray, cosines: np.ndarray) -> bool:
+    """A higher cosine always scores strictly higher: same order, and no ties it lacks."""
+    order = np.argsort(cosines)
+    return bool((np.diff(scores[order]) > 0).all())
+
+
+@pytest.mark.parametrize(
+    "cosines",
+    [
+        [0.45, 0.2, 0.05, 0.0, -0.1, 0.3],
+        [-0.05, -0.3, -0.9, -0.31, -1.0, -0.5],  # all negative: all tied at 0 when clipped
+        [0.3, 0.3001, -0.2, -0.2001, 0.0499, 0.0501, -0.0001, 0.0001],  # close pairs
+    ],
+)
+def test_absolute_without_background_ranks_labels_as_softmax_does(cosines: list[float]) -> None:
+    audio, text = hand_built(cosines)
+    cos = (audio @ text.T)[0]
+    names = tuple(f"l{i}" for i in range(len(cosines)))
+    soft = LabelSetScorer("s", names, (0.5,) * len(names), "softmax", text, text[:0], LOGIT_SCALE)
+    absolute = soft.with_mode("absolute").score(audio)[0]
+    assert ranks_strictly_by(soft.score(audio)[0], cos)
+    assert ranks_strictly_by(absolute, cos)  # hence the same ranking as softmax, tie-free
+    assert ((absolute > 0) & (absolute <= 1)).all()
+    # Thresholds at or above the knee still mean the cosine itself.
+    above = cos >= COSINE_KNEE
+    np.testing.assert_allclose(absolute[above], cos[above], atol=1e-6)
+    assert (absolute[~above] < COSINE_KNEE).all()
+
+
+def test_cosine_score_is_strictly_increasing_onto_0_1() -> None:
+    grid = np.linspace(-1.0, 1.0, 20001)
+    scores = cosine_score(grid)
+    assert (np.diff(scores) > 0).all()
+    assert scores[0] > 0 and scores[-1] == 1.0
+    lowest = COSINE_KNEE**2 / (1 + 2 * COSINE_KNEE)
+    assert cosine_score(np.array([-1.0]))[0] == pytest.approx(lowest)
+    # Continuous at the knee (the tail meets the identity there), and a cosine rounded a hair
+    # above 1 still scores 1.
+    below = cosine_score(np.array([COSINE_KNEE - 1e-6]))[0]
+    assert below == pytest.approx(COSINE_KNEE, abs=2e-6)
+    assert cosine_score(np.array([1.0 + 1e-6]))[0] == 1.0
+
+
+def test_absolute_ranking_matches_softmax_on_the_checkpoint(
+    runner: ClapRunner, audio: np.ndarray
+) -> None:
+    soft = scorer(runner, labels=["dog", "cat", "bird", "siren", "glass breaking"])
+    by_softmax = np.argsort(-soft.score(audio), axis=1, kind="stable")
+    by_absolute = np.argsort(-soft.with_mode("absolute").score(audio), axis=1, kind="stable")
+    np.testing.assert_array_equal(by_absolute, by_softmax)
