@@ -10,6 +10,7 @@ from monitor.config.model import ModelConfig
 from monitor.config.mqtt import MqttConfig, OutboxConfig, TlsConfig
 from monitor.config.output import OutputConfig
 from monitor.config.root import Config
+from monitor.config.scores import ScoresConfig
 from monitor.config.source import (
     SOURCE_TYPES,
     FileSourceConfig,
@@ -37,6 +38,7 @@ __all__ = [
     "MqttConfig",
     "OutboxConfig",
     "OutputConfig",
+    "ScoresConfig",
     "ScoringMode",
     "SourceConfig",
     "StreamSourceConfig",

@@ -14,6 +14,7 @@ from monitor.config.labels import LabelSetConfig
 from monitor.config.model import ModelConfig
 from monitor.config.mqtt import MqttConfig
 from monitor.config.output import OutputConfig
+from monitor.config.scores import ScoresConfig
 from monitor.config.source import SourceConfig
 from monitor.config.window import WindowConfig
 
@@ -46,6 +47,10 @@ class Config(StrictModel):
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig,
         description="Home Assistant MQTT discovery (a device per source, no YAML).",
+    )
+    scores: ScoresConfig = Field(
+        default_factory=ScoresConfig,
+        description="What it is hearing: the top labels per set on a topic, off by default.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Local outputs.")
     health: HealthConfig = Field(

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from monitor.frames import Event
+from monitor.frames import Event, Scores
 from monitor.outputs.sink import DeliveryStats, HealthReport, Sink
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class FanOut:
 
     def publish_health(self, report: HealthReport) -> None:
         self._each("a health report", report, _publish_health)
+
+    def publish_scores(self, scores: Sequence[Scores]) -> None:
+        self._each("scores", scores, _publish_scores)
 
     def stop(self, timeout_seconds: float) -> None:
         """Stop every output within the shared budget, even when one of them fails."""
@@ -85,3 +88,7 @@ def _publish_event(sink: Sink, event: Event) -> None:
 
 def _publish_health(sink: Sink, report: HealthReport) -> None:
     sink.publish_health(report)
+
+
+def _publish_scores(sink: Sink, scores: Sequence[Scores]) -> None:
+    sink.publish_scores(scores)

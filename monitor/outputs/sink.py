@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor.frames import Event
+from monitor.frames import Event, Scores
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class Sink(ABC):
     @abstractmethod
     def stop(self, timeout_seconds: float) -> None:
         """Flush what can be flushed within `timeout_seconds`, announce going away, close."""
+
+    def publish_scores(self, scores: Sequence[Scores]) -> None:
+        """One window's scores, one per label set of its source (outputs that show what is
+        being heard; the others ignore them). Called from the worker for every window."""
+        return None
 
     def delivery(self) -> DeliveryStats | None:
         """Connection and backlog counters, or None for an output without a remote end."""

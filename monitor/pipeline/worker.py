@@ -148,7 +148,10 @@ class ScoringWorker(threading.Thread):
         max_batch: int = 1,
         min_dbfs: float | None = None,
         observer: ScoringObserver | None = None,
+        on_scores: Callable[[Sequence[Scores]], None] | None = None,
     ) -> None:
+        """`on_scores`, when given, hears every scored window's scores (one per label set of
+        its source), on this thread: it must be quick."""
         super().__init__(name="scoring-worker", daemon=True)
         if not feeds:
             raise ValueError("the worker needs at least one feed")
@@ -159,6 +162,7 @@ class ScoringWorker(threading.Thread):
         self.embedder = embedder
         self.tracker = tracker
         self.on_events = on_events
+        self.on_scores = on_scores
         self.observer = observer
         self.max_batch = max_batch
         self.min_dbfs = min_dbfs
@@ -371,12 +375,14 @@ class ScoringWorker(threading.Thread):
         feed = self._feed_of[window.source_id]
         counters = self._counters[window.source_id]
         events: list[Event] = []
+        every: list[Scores] = []
         stream_seconds = window.end_index / feed.windower.rate_hz
         for scorer in feed.scorers:
             probs = scorer.score(embedding)[0]
             scores = Scores(
                 window, scorer.name, dict(zip(scorer.labels, map(float, probs), strict=True))
             )
+            every.append(scores)
             found = detections_of(scores, scorer, self.embedder.model_id)
             counters.detections += len(found)
             events += self.tracker.update(
@@ -388,6 +394,8 @@ class ScoringWorker(threading.Thread):
                     "%s %s %s: top %s %.3f", window.source_id, window.end_time, scorer.name, *best
                 )
         counters.scored += 1
+        if self.on_scores is not None and every:
+            self.on_scores(every)
         return events
 
     def _quiet(self, window: Window) -> list[Event]:

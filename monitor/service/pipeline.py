@@ -90,7 +90,12 @@ def build_outputs(config: Config) -> FanOut:
         label_sets_of = {src.id: config.label_sets_of(src) for src in config.source_configs}
         ha = config.homeassistant
         discovery = (
-            DeviceInfo(ha.discovery_prefix, config.mqtt.device_id, config.model.name)
+            DeviceInfo(
+                ha.discovery_prefix,
+                config.mqtt.device_id,
+                config.model.name,
+                top_labels=config.scores.enabled,
+            )
             if ha.enabled
             else None
         )
@@ -100,6 +105,7 @@ def build_outputs(config: Config) -> FanOut:
                 label_sets_of,
                 per_source=config.per_source_topics,
                 discovery=discovery,
+                scores=config.scores,
             )
         )
     if config.output.json_lines:
@@ -158,6 +164,7 @@ def build_pipeline(
             tracker,
             outputs.publish_events,
             max_batch=config.model.max_batch,
+            on_scores=outputs.publish_scores if config.scores.enabled else None,
             min_dbfs=config.window.min_dbfs,
             observer=observer,
         )

@@ -60,6 +60,7 @@ def make_config(
                 },
             ],
             "events": {"cooldown_seconds": 3600},
+            "scores": {"enabled": True, "interval_seconds": 1.0, "top_k": 1},
             "health": {"restart_backoff_seconds": 0.2},
             "mqtt": {
                 "host": broker.host,
@@ -132,6 +133,12 @@ def test_two_files_and_a_camera_in_one_process_with_one_model(
     assert len(starts(sub, "nursery", "alarms")) == 1
     dogs = starts(sub, "nursery", "pets") + starts(sub, "porch", "pets")
     assert len({d["event_id"] for d in dogs}) == 2  # two rooms hearing a dog: two events
+    # What each source is hearing: its own label sets only, the top label of each.
+    sub.wait_for(
+        lambda _: all(sub.payloads(f"{BASE}/{s}/scores") for s in on), what="scores of each"
+    )
+    sets_heard = {s: set(json.loads(sub.payloads(f"{BASE}/{s}/scores")[-1])["sets"]) for s in on}
+    assert sets_heard == {"kitchen": {"alarms"}, "nursery": {"alarms", "pets"}, "porch": {"pets"}}
     assert daemon.pipeline is not None
     formats = {lane.source.source_id: lane.stream_format for lane in daemon.pipeline.lanes}
     assert (formats["kitchen"].sample_rate_hz, formats["kitchen"].channels) == (16000, 1)

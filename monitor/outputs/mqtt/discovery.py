@@ -38,6 +38,7 @@ class DeviceInfo:
     discovery_prefix: str
     device_id: str  # mqtt.device_id
     model: str  # the checkpoint (model.name)
+    top_labels: bool = False  # the scores topic is on: a top label and score sensor per set
 
     def node_id(self, source_id: str) -> str:
         """The discovery node of one source: stable across restarts, unique per monitor."""
@@ -119,7 +120,34 @@ def components(
         out.update(_binary_sensors(node, source_id, label_set, topics))
         out[discovery_id(label_set.name, "event")] = _event(node, source_id, label_set, topics)
     out.update(_diagnostics(node, source_id, topics))
+    if device.top_labels:
+        for label_set in label_sets:
+            out.update(_top_label(node, source_id, label_set.name, topics))
     return out
+
+
+def _top_label(node: str, source_id: str, set_name: str, topics: Topics) -> dict[str, Any]:
+    first = f"value_json.sets['{set_name}'][0]"
+    common = {
+        "platform": "sensor",
+        "state_topic": topics.scores(source_id),
+        "entity_category": "diagnostic",
+    }
+    return {
+        discovery_id(set_name, "top_label"): {
+            **common,
+            "unique_id": discovery_id(node, set_name, "top_label"),
+            "name": f"{set_name} top label",
+            "value_template": "{{ " + first + ".label }}",
+        },
+        discovery_id(set_name, "top_score"): {
+            **common,
+            "unique_id": discovery_id(node, set_name, "top_score"),
+            "name": f"{set_name} top score",
+            "value_template": "{{ " + first + ".score }}",
+            "state_class": "measurement",
+        },
+    }
 
 
 def device_payload(

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import LabelSetConfig, MqttConfig, slugify
-from monitor.frames import Event
+from monitor.frames import Event, Scores
 from monitor.outputs.sink import HealthReport
 
 STATUS_ONLINE = "online"
@@ -60,6 +60,9 @@ class Topics:
 
     def source_health(self, source_id: str) -> str:
         return f"{self.base}/{source_id}/health"
+
+    def scores(self, source_id: str) -> str:
+        return f"{self.source_base(source_id)}/scores"
 
     def detection(self, source_id: str, label_set: str) -> str:
         return f"{self.source_base(source_id)}/{label_set}/detection"
@@ -159,3 +162,22 @@ def health_messages(report: HealthReport, topics: Topics) -> list[Message]:
             )
         )
     return messages
+
+
+def scores_message(scores: Sequence[Scores], topics: Topics, top_k: int) -> Message:
+    """The top `top_k` labels of each set for one window (QoS 0, not retained: a view of
+    what is being heard now, worthless later)."""
+    window = scores[0].window
+    body = {
+        "source": window.source_id,
+        "window_start": iso_utc(window.start_time),
+        "window_end": iso_utc(window.end_time),
+        "sets": {
+            s.label_set: [
+                {"label": label, "score": round(score, 6)}
+                for label, score in sorted(s.scores.items(), key=lambda kv: -kv[1])[:top_k]
+            ]
+            for s in scores
+        },
+    }
+    return Message(topics.scores(window.source_id), _json(body), qos=0, retain=False)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
-from monitor.config import LabelSetConfig, MqttConfig
-from monitor.frames import Event
+from monitor.config import LabelSetConfig, MqttConfig, ScoresConfig
+from monitor.frames import Event, Scores
 from monitor.outputs.mqtt.discovery import (
     BIRTH_ONLINE,
     DeviceInfo,
@@ -22,6 +23,7 @@ from monitor.outputs.mqtt.payloads import (
     event_messages,
     health_messages,
     initial_state_messages,
+    scores_message,
 )
 from monitor.outputs.mqtt.publisher import MqttPublisher
 from monitor.outputs.sink import DeliveryStats, HealthReport, Sink
@@ -45,13 +47,17 @@ class MqttSink(Sink):
         *,
         per_source: bool,
         discovery: DeviceInfo | None = None,
+        scores: ScoresConfig | None = None,
     ) -> None:
         """`label_sets_of`: source id -> the label sets it is scored against (config order);
-        `discovery`: publish Home Assistant discovery for this monitor, or None."""
+        `discovery`: publish Home Assistant discovery for this monitor, or None; `scores`:
+        publish the top labels per source at most once per interval, or None."""
         self.topics = Topics.from_config(cfg, per_source=per_source)
         self.qos = cfg.qos
         self.label_sets_of = dict(label_sets_of)
         self.discovery = discovery
+        self.scores = scores if scores is not None and scores.enabled else None
+        self._last_scores: dict[str, float] = {}  # source id -> time.monotonic() of the last
         self._random = random.Random()
         self._birth_timer: threading.Timer | None = None
         # Reads the password file now: a missing secret is a config error, before any load.
@@ -107,6 +113,18 @@ class MqttSink(Sink):
     def publish_event(self, event: Event) -> None:
         for msg in event_messages(event, self.topics, self.qos):
             self._send(msg)
+
+    def publish_scores(self, scores: Sequence[Scores]) -> None:
+        cfg = self.scores
+        if cfg is None or not scores:
+            return
+        source_id = scores[0].window.source_id
+        now = time.monotonic()
+        last = self._last_scores.get(source_id)
+        if last is not None and now - last < cfg.interval_seconds:
+            return
+        self._last_scores[source_id] = now
+        self._send(scores_message(scores, self.topics, cfg.top_k))
 
     def publish_health(self, report: HealthReport) -> None:
         for msg in health_messages(report, self.topics):
