@@ -179,12 +179,6 @@ class ScoringWorker(threading.Thread):
         self._batch_ms = 0.0  # of the latest batch; 0 when none of its windows met the model
         self._last_progress = time.monotonic()
 
-    @property
-    def scorers(self) -> tuple[LabelSetScorer, ...]:
-        """Every label set scored by some feed, each once, in first-use order."""
-        unique = {id(s): s for feed in self.feeds for s in feed.scorers}
-        return tuple(unique.values())
-
     def stop(self) -> None:
         """Ask the worker to stop after the batch in flight."""
         self._stop_requested.set()

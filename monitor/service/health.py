@@ -28,19 +28,25 @@ class SourceSnapshot:
 
     def counters(self) -> dict[str, int]:
         """The source's counters, in the order the health payload shows them."""
-        w = self.worker
-        return {
-            "windows_scored": w.windows_scored,
-            "windows_skipped_lagging": w.windows_skipped_lagging,
-            "windows_skipped_silent": w.windows_skipped_silent,
-            "windows_skipped_quiet": w.windows_skipped_quiet,
-            "windows_skipped_nonfinite": w.windows_skipped_nonfinite,
-            "windows_clipped": w.windows_clipped,
-            "windows_dc_offset": w.windows_dc_offset,
-            "lost_frames": self.lost_frames,
-            "input_overflows": self.source.overflows,
-            "source_restarts": self.restarts,
-        }
+        return stage_counters(self.worker, self.lost_frames, self.source.overflows, self.restarts)
+
+
+def stage_counters(
+    worker: WorkerStats, lost_frames: int, input_overflows: int, source_restarts: int
+) -> dict[str, int]:
+    """The health payload's counters of one source, or of all of them summed, in order."""
+    return {
+        "windows_scored": worker.windows_scored,
+        "windows_skipped_lagging": worker.windows_skipped_lagging,
+        "windows_skipped_silent": worker.windows_skipped_silent,
+        "windows_skipped_quiet": worker.windows_skipped_quiet,
+        "windows_skipped_nonfinite": worker.windows_skipped_nonfinite,
+        "windows_clipped": worker.windows_clipped,
+        "windows_dc_offset": worker.windows_dc_offset,
+        "lost_frames": lost_frames,
+        "input_overflows": input_overflows,
+        "source_restarts": source_restarts,
+    }
 
 
 @dataclass(frozen=True)
@@ -94,16 +100,9 @@ class Snapshot:
         """What the outputs publish as the monitor's health, with each source's own."""
         d = self.delivery
         totals = {
-            "windows_scored": self.worker.windows_scored,
-            "windows_skipped_lagging": self.worker.windows_skipped_lagging,
-            "windows_skipped_silent": self.worker.windows_skipped_silent,
-            "windows_skipped_quiet": self.worker.windows_skipped_quiet,
-            "windows_skipped_nonfinite": self.worker.windows_skipped_nonfinite,
-            "windows_clipped": self.worker.windows_clipped,
-            "windows_dc_offset": self.worker.windows_dc_offset,
-            "lost_frames": self.lost_frames,
-            "input_overflows": self.input_overflows,
-            "source_restarts": self.source_restarts,
+            **stage_counters(
+                self.worker, self.lost_frames, self.input_overflows, self.source_restarts
+            ),
             "outbox_pending": d.pending if d is not None else 0,
             "outbox_dropped": d.dropped if d is not None else 0,
         }

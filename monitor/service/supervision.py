@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from monitor.config import Config
+from monitor.config import Config, SourceConfig
 from monitor.errors import EXIT_OK, MonitorError, SourceError
 from monitor.service.health import (
     HEALTH_DEGRADED,
@@ -196,7 +196,7 @@ class Supervisor:
                 state.failures = 0
                 self._set_state(index, HEALTH_OK, "")
                 return True
-            limit = cfg.stall_limit_seconds or self.config.health.capture_stall_seconds
+            limit = self._stall_limit(cfg)
             if source.error is not None or now - state.started_monotonic > limit:
                 reason = (
                     str(source.error)
@@ -221,7 +221,7 @@ class Supervisor:
             self._set_state(index, HEALTH_FAILED, f"source {source.source_id}: {source_error}")
             stop_source(source)
             return True
-        limit = cfg.stall_limit_seconds or self.config.health.capture_stall_seconds
+        limit = self._stall_limit(cfg)
         stalled = capture_stalled(source.stats(), state.started_monotonic, now, limit)
         if source_error is None and not stalled:
             return False
@@ -233,6 +233,10 @@ class Supervisor:
         self._set_state(index, HEALTH_DEGRADED, reason)
         state.retry_at = now + self._jittered(state.delay_seconds)
         return True
+
+    def _stall_limit(self, cfg: SourceConfig) -> float:
+        """Seconds without audio after which this source counts as stalled."""
+        return cfg.stall_limit_seconds or self.config.health.capture_stall_seconds
 
     def _jittered(self, delay_seconds: float) -> float:
         """50-100 % of the delay, so sources (and monitors) that failed together do not

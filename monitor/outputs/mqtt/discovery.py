@@ -90,7 +90,7 @@ def _event(node: str, source_id: str, label_set: LabelSetConfig, topics: Topics)
 
 
 def _diagnostics(node: str, source_id: str, topics: Topics) -> dict[str, dict[str, Any]]:
-    health = topics.source_health(source_id) if topics.per_source else topics.health
+    health = topics.source_health(source_id)
     common = {"platform": "sensor", "state_topic": health, "entity_category": "diagnostic"}
     return {
         "health": {

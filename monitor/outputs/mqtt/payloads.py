@@ -59,7 +59,8 @@ class Topics:
         return f"{self.base}/{source_id}" if self.per_source else self.base
 
     def source_health(self, source_id: str) -> str:
-        return f"{self.base}/{source_id}/health"
+        """Where this source's health is: its own topic, or the monitor's in the flat layout."""
+        return f"{self.source_base(source_id)}/health"
 
     def scores(self, source_id: str) -> str:
         return f"{self.source_base(source_id)}/scores"
