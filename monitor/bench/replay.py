@@ -254,6 +254,27 @@ def write_replay_audio(
     return wav, rate, what, len(samples) / rate
 
 
+def replay_settings(
+    args: argparse.Namespace,
+    audio: str,
+    rate_hz: int,
+    hop_seconds: float,
+    labels: int,
+    mqtt: tuple[str, int] | None,
+) -> ReplaySettings:
+    """What a replay (one fast source, or K real-time ones) fed the daemon."""
+    return ReplaySettings(
+        minutes=float(args.replay_minutes),
+        audio=audio,
+        source_rate_hz=rate_hz,
+        window_seconds=float(args.window_seconds),
+        hop_seconds=hop_seconds,
+        labels=labels,
+        max_batch=args.batch,
+        mqtt=None if mqtt is None else f"{mqtt[0]}:{mqtt[1]}",
+    )
+
+
 def run_replay(
     args: argparse.Namespace, checkpoint: Checkpoint, labels: Sequence[str], work_dir: Path
 ) -> ReplayReport:
@@ -291,15 +312,6 @@ def run_replay(
         note=checkpoint.note,
         checkpoint=checkpoint.report(),
         environment=environment(args.threads, load_before),
-        replay=ReplaySettings(
-            minutes=float(args.replay_minutes),
-            audio=what,
-            source_rate_hz=rate,
-            window_seconds=float(args.window_seconds),
-            hop_seconds=hop,
-            labels=len(labels),
-            max_batch=args.batch,
-            mqtt=None if mqtt is None else f"{mqtt[0]}:{mqtt[1]}",
-        ),
+        replay=replay_settings(args, what, rate, hop, len(labels), mqtt),
         runs=tuple(runs),
     )

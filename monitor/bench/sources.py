@@ -13,9 +13,14 @@ from typing import Any
 from monitor.bench.checkpoint import Checkpoint
 from monitor.bench.environment import environment, load_average
 from monitor.bench.monitor_path import configurations
-from monitor.bench.replay import daemon_config, parse_mqtt, run_observed, write_replay_audio
+from monitor.bench.replay import (
+    daemon_config,
+    parse_mqtt,
+    replay_settings,
+    run_observed,
+    write_replay_audio,
+)
 from monitor.bench.results import (
-    ReplaySettings,
     SourcesReport,
     SourcesResult,
     SourcesRun,
@@ -214,16 +219,7 @@ def run_sources(
         checkpoint=checkpoint.report(),
         # Each run restarted the peak: the whole bench's is the largest of them.
         environment=replace(env, bench_peak_rss_mib=max(known, default=None)),
-        replay=ReplaySettings(
-            minutes=float(args.replay_minutes),
-            audio=what,
-            source_rate_hz=rate,
-            window_seconds=float(args.window_seconds),
-            hop_seconds=hop,
-            labels=len(labels),
-            max_batch=args.batch,
-            mqtt=None if mqtt is None else f"{mqtt[0]}:{mqtt[1]}",
-        ),
+        replay=replay_settings(args, what, rate, hop, len(labels), mqtt),
         sources=counts,
         runs=tuple(runs),
         served=largest_served(runs, hop),
