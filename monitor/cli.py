@@ -48,7 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or config.log_level)
     from monitor.service.daemon import run_daemon
 
-    return run_daemon(config)
+    return run_daemon(config, Path(args.config))
 
 
 def _cmd_devices(_args: argparse.Namespace) -> int:

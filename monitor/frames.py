@@ -78,3 +78,25 @@ class Event:
     started_at: datetime
     ended_at: datetime | None = None
     detection_count: int = 1
+
+
+@dataclass(frozen=True)
+class LabelSetView:
+    """One label set as it is being listened for now (after live changes)."""
+
+    name: str
+    enabled: bool  # scored now (its profile, or enable/disable commands)
+    thresholds: tuple[tuple[str, float], ...]  # (label, threshold), in set order
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """The answer to one control command (or a config reload): accepted or refused, why."""
+
+    command: str  # "add_label", ..., "reload"; "" when the payload named none
+    ok: bool
+    detail: str  # one line: what changed, or what is wrong
+    request_id: str | None  # the command's own "id", echoed
+    time: datetime  # UTC
+    profile: str | None  # the active profile after the command
+    label_sets: tuple[LabelSetView, ...]  # every set after the command, in config order

@@ -1,6 +1,7 @@
 """The YAML configuration: typed pydantic sections and a loader that fails in one clear line."""
 
 from monitor.config.base import StrictModel, check_slug, looks_like_path, slugify
+from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
 from monitor.config.homeassistant import HomeAssistantConfig
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_YAML_ALIASES",
     "SOURCE_TYPES",
     "Config",
+    "ControlConfig",
     "EventsConfig",
     "FileSourceConfig",
     "HealthConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "MqttConfig",
     "OutboxConfig",
     "OutputConfig",
+    "ProfileConfig",
     "ScoresConfig",
     "ScoringMode",
     "SourceConfig",

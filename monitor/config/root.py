@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from monitor.config.base import StrictModel
+from monitor.config.base import StrictModel, check_slug
+from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
 from monitor.config.homeassistant import HomeAssistantConfig
@@ -51,6 +52,18 @@ class Config(StrictModel):
     scores: ScoresConfig = Field(
         default_factory=ScoresConfig,
         description="What it is hearing: the top labels per set on a topic, off by default.",
+    )
+    control: ControlConfig = Field(
+        default_factory=ControlConfig,
+        description="Live label control over MQTT, off by default.",
+    )
+    profiles: dict[str, ProfileConfig] = Field(
+        default={},
+        description="Named choices of label sets (e.g. day, night) a control command switches to.",
+    )
+    profile: str | None = Field(
+        default=None,
+        description="The profile active at start-up; None = every label set.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Local outputs.")
     health: HealthConfig = Field(
@@ -107,6 +120,19 @@ class Config(StrictModel):
                     f"{where}.label_sets: no label set named {', '.join(map(repr, unknown))} "
                     f"(have {', '.join(map(repr, names))})"
                 )
+        for profile, chosen in self.profiles.items():
+            check_slug(profile, "profile name")
+            unknown = [n for n in chosen.label_sets if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"profiles.{profile}.label_sets: no label set named "
+                    f"{', '.join(map(repr, unknown))} (have {', '.join(map(repr, names))})"
+                )
+        if self.profile is not None and self.profile not in self.profiles:
+            have = ", ".join(map(repr, self.profiles)) or "none defined"
+            raise ValueError(f"profile: no profile named {self.profile!r} (have {have})")
+        if self.control.enabled and not self.mqtt.enabled:
+            raise ValueError("control.enabled needs mqtt.enabled: commands arrive over MQTT")
         if self.mqtt.topic_layout == "flat" and len(ids) > 1:
             raise ValueError(
                 "mqtt.topic_layout: flat topics cannot tell several sources apart; "

@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from monitor.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -129,27 +130,6 @@ def locate_checkpoint(name: str, revision: str | None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
-    """Write through a temporary file in the same directory, then rename: readers see the
-    old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staged, path)
-    except BaseException:
-        Path(staged).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    payload = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
-    _atomic_write(path, lambda handle: handle.write(payload))
-
-
 class EmbeddingCache:
     """Text embeddings per checkpoint (one .npz each) and a place for exported models.
 
@@ -231,7 +211,7 @@ class EmbeddingCache:
             matrix = np.stack([row for _, row in kept]).astype(np.float32)
             meta = np.array(json.dumps(asdict(identity)), dtype=np.str_)
             try:
-                _atomic_write(
+                atomic_write(
                     path,
                     lambda handle: np.savez(handle, prompts=prompts, embeddings=matrix, meta=meta),
                 )

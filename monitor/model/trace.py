@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from monitor.atomic import write_json_atomic
 from monitor.config import ModelConfig
 from monitor.errors import ModelError, first_line
 from monitor.model.artefacts import (
@@ -26,7 +27,6 @@ from monitor.model.embedcache import (
     EmbeddingCache,
     checkpoint_identity,
     producer_version,
-    write_json_atomic,
 )
 from monitor.model.features import MelSettings
 from monitor.model.tower import (

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from monitor.frames import Event, Scores
+from monitor.config import LabelSetConfig
+from monitor.frames import ControlResult, Event, Scores
 from monitor.outputs.sink import DeliveryStats, HealthReport, Sink
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ class FanOut:
 
     def publish_scores(self, scores: Sequence[Scores]) -> None:
         self._each("scores", scores, _publish_scores)
+
+    def receive_commands(self, handler: Callable[[bytes], None]) -> None:
+        for sink in self.sinks:
+            sink.receive_commands(handler)
+
+    def update_labels(self, label_sets_of: Mapping[str, Sequence[LabelSetConfig]]) -> None:
+        self._each("label changes", label_sets_of, _update_labels)
+
+    def publish_control_result(self, result: ControlResult) -> None:
+        self._each("a control result", result, _publish_control_result)
 
     def stop(self, timeout_seconds: float) -> None:
         """Stop every output within the shared budget, even when one of them fails."""
@@ -92,3 +103,11 @@ def _publish_health(sink: Sink, report: HealthReport) -> None:
 
 def _publish_scores(sink: Sink, scores: Sequence[Scores]) -> None:
     sink.publish_scores(scores)
+
+
+def _update_labels(sink: Sink, label_sets_of: Mapping[str, Sequence[LabelSetConfig]]) -> None:
+    sink.update_labels(label_sets_of)
+
+
+def _publish_control_result(sink: Sink, result: ControlResult) -> None:
+    sink.publish_control_result(result)

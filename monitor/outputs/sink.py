@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor.frames import Event, Scores
+from monitor.config import LabelSetConfig
+from monitor.frames import ControlResult, Event, Scores
 
 
 @dataclass(frozen=True)
@@ -73,4 +74,17 @@ class Sink(ABC):
 
     def delivery(self) -> DeliveryStats | None:
         """Connection and backlog counters, or None for an output without a remote end."""
+        return None
+
+    def receive_commands(self, handler: Callable[[bytes], None]) -> None:
+        """Hand every control command this output receives to `handler` (before start();
+        outputs without a command channel ignore it). The handler must not block."""
+        return None
+
+    def update_labels(self, label_sets_of: Mapping[str, Sequence[LabelSetConfig]]) -> None:
+        """The label sets of each source changed live: entities and states follow."""
+        return None
+
+    def publish_control_result(self, result: ControlResult) -> None:
+        """The answer to a control command or a config reload."""
         return None

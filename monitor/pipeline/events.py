@@ -73,6 +73,11 @@ class EventTracker:
                     events.append(self._end(key, now))
         return events
 
+    def close_except(self, keep: set[tuple[str, str, str]], now: datetime) -> list[Event]:
+        """End every open event whose (source, label set, label) is not in `keep`: its label
+        or set is no longer scored, so nothing else would end it."""
+        return [self._end(key, now) for key in list(self._open) if key not in keep]
+
     def close_all(self, now: datetime) -> list[Event]:
         """End every open event (at shutdown, so no state is left stuck ON)."""
         return [self._end(key, now) for key in list(self._open)]

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -39,7 +39,8 @@ class AudioEmbedder(Protocol):
 
 @dataclass(frozen=True)
 class Feed:
-    """One source as the worker sees it: its windows and the label sets they are scored by."""
+    """One source as the worker sees it: its windows and the label sets they are scored by
+    at start (ScoringWorker.set_scorers changes them)."""
 
     windower: Windower
     scorers: tuple[LabelSetScorer, ...]
@@ -174,6 +175,12 @@ class ScoringWorker(threading.Thread):
             feed.windower.ring.notify_on_write(self._wakeup)
         self._done = dict.fromkeys(self._feed_of, False)
         self._counters = {source_id: _Counters() for source_id in self._feed_of}
+        self._scorers: Mapping[str, tuple[LabelSetScorer, ...]] = {
+            feed.source_id: feed.scorers for feed in self.feeds
+        }
+        self._scoring_with: Mapping[str, tuple[LabelSetScorer, ...]] = (
+            self._scorers
+        )  # the mapping the latest batch was scored with
         self._first_feed = 0  # rotates, so no source is always first in a full batch
         self._last_ms = 0.0
         self._batch_ms = 0.0  # of the latest batch; 0 when none of its windows met the model
@@ -183,6 +190,23 @@ class ScoringWorker(threading.Thread):
         """Ask the worker to stop after the batch in flight."""
         self._stop_requested.set()
         self._wakeup.set()
+
+    def set_scorers(self, scorers_of: Mapping[str, tuple[LabelSetScorer, ...]]) -> None:
+        """Score each source's windows against these sets from the next batch on.
+
+        Called from another thread: the mapping is swapped whole, and each batch reads it
+        once, so a window is scored entirely by the old sets or entirely by the new ones.
+        Events of labels no longer scored end before the first batch scored with it.
+        """
+        missing = set(self._feed_of) - set(scorers_of)
+        if missing:
+            raise ValueError(f"no scorers for source(s) {', '.join(sorted(missing))}")
+        self._scorers = dict(scorers_of)
+        self._wakeup.set()
+
+    def scorers(self, source_id: str) -> tuple[LabelSetScorer, ...]:
+        """The sets `source_id` is scored against now."""
+        return self._scorers[source_id]
 
     def stats(self, source_id: str | None = None) -> WorkerStats:
         """The counters of one source, or of all of them together."""
@@ -303,7 +327,15 @@ class ScoringWorker(threading.Thread):
     def process_batch(self, windows: list[Window]) -> list[Event]:
         """Score windows (one forward pass for those that need the model), in stream order;
         returns the events they caused, in that order, without handing them on."""
-        prepared = [self._prepare(window) for window in windows]
+        scorers_of = self._scorers  # read once: the whole batch is scored by one mapping
+        events: list[Event] = []
+        if scorers_of is not self._scoring_with and windows:
+            events += self._end_unscored(scorers_of, windows[0].end_time)
+            self._scoring_with = scorers_of
+        # A source whose every set is disabled costs no inference.
+        prepared = [
+            self._prepare(window) if scorers_of[window.source_id] else None for window in windows
+        ]
         to_embed = [samples for samples in prepared if samples is not None]
         # A window's stream position lets the model reuse frames of earlier windows, which is
         # only right for the stream's own samples: none where _prepare changed them (DC).
@@ -321,21 +353,32 @@ class ScoringWorker(threading.Thread):
             for window, samples in zip(windows, prepared, strict=True):
                 if samples is not None:
                     self._counters[window.source_id].last_ms = self._batch_ms
-        events: list[Event] = []
         row = 0
         for window, samples in zip(windows, prepared, strict=True):
+            scorers = scorers_of[window.source_id]
             if samples is None:
-                events += self._quiet(window)
+                events += self._quiet(window, scorers)
                 continue
             embedding = embeddings[row : row + 1]
             row += 1
             if not np.isfinite(embedding).all():
                 self._counters[window.source_id].bad_scores += 1
                 logger.error("the model returned non-finite values for window %s", window.end_time)
-                events += self._quiet(window)
+                events += self._quiet(window, scorers)
                 continue
-            events += self._score(window, embedding)
+            events += self._score(window, embedding, scorers)
         return events
+
+    def _end_unscored(
+        self, scorers_of: Mapping[str, tuple[LabelSetScorer, ...]], now: datetime
+    ) -> list[Event]:
+        keep = {
+            (source_id, scorer.name, label)
+            for source_id, scorers in scorers_of.items()
+            for scorer in scorers
+            for label in scorer.labels
+        }
+        return self.tracker.close_except(keep, now)
 
     def _prepare(self, window: Window) -> np.ndarray | None:
         """The samples to embed, or None when the window must not reach the model."""
@@ -365,13 +408,15 @@ class ScoringWorker(threading.Thread):
             return None
         return samples
 
-    def _score(self, window: Window, embedding: np.ndarray) -> list[Event]:
+    def _score(
+        self, window: Window, embedding: np.ndarray, scorers: tuple[LabelSetScorer, ...]
+    ) -> list[Event]:
         feed = self._feed_of[window.source_id]
         counters = self._counters[window.source_id]
         events: list[Event] = []
         every: list[Scores] = []
         stream_seconds = window.end_index / feed.windower.rate_hz
-        for scorer in feed.scorers:
+        for scorer in scorers:
             probs = scorer.score(embedding)[0]
             scores = Scores(
                 window, scorer.name, dict(zip(scorer.labels, map(float, probs), strict=True))
@@ -392,12 +437,12 @@ class ScoringWorker(threading.Thread):
             self.on_scores(every)
         return events
 
-    def _quiet(self, window: Window) -> list[Event]:
+    def _quiet(self, window: Window, scorers: tuple[LabelSetScorer, ...]) -> list[Event]:
         """A window that was not scored still moves time on: open events can end."""
         feed = self._feed_of[window.source_id]
         stream_seconds = window.end_index / feed.windower.rate_hz
         events: list[Event] = []
-        for scorer in feed.scorers:
+        for scorer in scorers:
             events += self.tracker.update(
                 window.source_id, scorer.name, scorer.labels, [], stream_seconds, window.end_time
             )

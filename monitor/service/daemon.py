@@ -6,9 +6,11 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
-from monitor.config import Config
+from monitor.config import Config, load_config
 from monitor.errors import EXIT_OK
 from monitor.service.health import Snapshot
 from monitor.service.notify import SystemdNotifier
@@ -50,8 +52,11 @@ class Daemon:
         model_loader: ModelLoader = load_model,
         notifier: SystemdNotifier | None = None,
         observer: PipelineObserver | None = None,
+        config_path: Path | None = None,
     ) -> None:
+        """`config_path`: the file `config` came from, re-read on SIGHUP (labels only)."""
         self.config = config
+        self.config_path = config_path
         self.source_factory = source_factory
         self.model_loader = model_loader
         self.notifier = notifier or SystemdNotifier()
@@ -82,9 +87,25 @@ class Daemon:
             self._starting = False  # once: a second signal must not interrupt the clean-up
             raise _StartupInterrupted
 
+    def request_reload(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Re-read the config file's labels (SIGHUP); the controller thread does the work."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            logger.warning("reload ignored: still starting (send SIGHUP again once running)")
+            return
+        logger.info("reloading %s", self.config_path or "the config (no file: nothing to do)")
+        pipeline.controller.request_reload()
+
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    def _reload_config(self) -> Callable[[], Config] | None:
+        path = self.config_path
+        if path is None:
+            return None
+        return lambda: load_config(path)
 
     def run(self) -> int:
         """Run until a signal or the end of a finite source; returns the exit code.
@@ -99,6 +120,7 @@ class Daemon:
                 model_loader=self.model_loader,
                 status=self.notifier.status,
                 observer=self.observer,
+                reload_config=self._reload_config(),
             )
             supervisor = self._supervisor = Supervisor(
                 pipeline, self.config, self.notifier, self._stop, self.observer
@@ -123,7 +145,7 @@ class Daemon:
                 fmt.description,
                 fmt.sample_rate_hz,
                 fmt.channels,
-                ", ".join(s.name for s in self.config.label_sets_of(lane.config)),
+                ", ".join(s.name for s in pipeline.worker.scorers(lane.config.id)) or "no set",
                 window.seconds,
                 window.hop_seconds,
             )
@@ -138,8 +160,10 @@ class Daemon:
         self.notifier.close()
 
 
-def run_daemon(config: Config) -> int:
-    """Run the monitor in the calling (main) thread; raises MonitorError for start-up failures."""
-    daemon = Daemon(config)
+def run_daemon(config: Config, config_path: Path | None = None) -> int:
+    """Run the monitor in the calling (main) thread; raises MonitorError for start-up failures.
+
+    SIGHUP re-reads the label sets and profiles of `config_path`."""
+    daemon = Daemon(config, config_path=config_path)
     daemon.install_signal_handlers()
     return daemon.run()

@@ -12,11 +12,15 @@ from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.source import Source, StreamFormat
 from monitor.audio.windowing import Windower
 from monitor.config import Config, ModelConfig, SourceConfig
+from monitor.control.commands import Command
+from monitor.control.controller import LabelController, build_scorers_of, restore
+from monitor.control.journal import ChangeJournal, resolve_state_file
+from monitor.control.state import LabelState
 from monitor.errors import ConfigError
 from monitor.outputs.fanout import FanOut
 from monitor.outputs.sink import Sink
 from monitor.pipeline.events import EventTracker
-from monitor.pipeline.scoring import build_scorers
+from monitor.pipeline.scoring import LabelSetScorer
 from monitor.pipeline.worker import Feed, ScoringObserver, ScoringWorker
 
 if TYPE_CHECKING:
@@ -78,16 +82,19 @@ class Pipeline:
     lanes: tuple[Lane, ...]
     worker: ScoringWorker
     outputs: FanOut
+    controller: LabelController  # live label changes and config reloads
 
 
-def build_outputs(config: Config) -> FanOut:
-    """The configured outputs; the MQTT one reads its password file here."""
+def build_outputs(config: Config, state: LabelState | None = None) -> FanOut:
+    """The configured outputs; the MQTT one reads its password file here. `state`: the
+    labels as changed live, when they differ from the config file's."""
     sinks: list[Sink] = []
     if config.mqtt.enabled:
         from monitor.outputs.mqtt.discovery import DeviceInfo
         from monitor.outputs.mqtt.sink import MqttSink
 
-        label_sets_of = {src.id: config.label_sets_of(src) for src in config.source_configs}
+        labels = state or LabelState.of(config)
+        label_sets_of = {src.id: labels.routed_sets_of(src) for src in config.source_configs}
         ha = config.homeassistant
         discovery = (
             DeviceInfo(
@@ -106,6 +113,7 @@ def build_outputs(config: Config) -> FanOut:
                 per_source=config.per_source_topics,
                 discovery=discovery,
                 scores=config.scores,
+                control=config.control.enabled,
             )
         )
     if config.output.json_lines:
@@ -124,37 +132,39 @@ def build_pipeline(
     model_loader: ModelLoader = load_model,
     status: Callable[[str], object] | None = None,
     observer: ScoringObserver | None = None,
+    reload_config: Callable[[], Config] | None = None,
 ) -> Pipeline:
     """Outputs first (a missing secret fails before the model loads), then the model and the
     label sets, then each source opened with its ring buffer and windower, then the worker.
 
     Nothing is started. `status` hears what is being done, for the service manager. When a
     step fails, the sources and outputs already made are stopped again before the error
-    propagates.
+    propagates. `reload_config` re-reads the config file for a reload (SIGHUP).
     """
     source_configs = config.source_configs
     if not source_configs:  # load_config(require_source=True) already refuses this
         raise ConfigError("sources: required key is missing")
-    outputs = build_outputs(config)
+    journal = (
+        ChangeJournal(resolve_state_file(config.control.state_file, config.mqtt.device_id))
+        if config.control.enabled
+        else None
+    )
+    state, changes = restore(config, journal)
+    outputs = build_outputs(config, state)
     sources: list[Source] = []
     try:
         if status is not None:
             status("loading model")
         runner = model_loader(config.model)
-        scorers = build_scorers(config.label_sets, runner.embed_text, runner.logit_scale)
+        scorers_of = build_scorers_of(state, source_configs, runner.embed_text, runner.logit_scale)
         opened = []
         for source_cfg in source_configs:
             source = source_factory(source_cfg)
             sources.append(source)
             opened.append(_open_lane(config, source_cfg, source))
         lanes = tuple(opened)
-        by_name = {scorer.name: scorer for scorer in scorers}
         feeds = [
-            Feed(
-                lane.windower,
-                tuple(by_name[s.name] for s in config.label_sets_of(lane.config)),
-                _finished_of(lane.source),
-            )
+            Feed(lane.windower, scorers_of[lane.config.id], _finished_of(lane.source))
             for lane in lanes
         ]
         tracker = EventTracker(config.events.cooldown_seconds, config.events.hold_seconds)
@@ -168,12 +178,49 @@ def build_pipeline(
             min_dbfs=config.window.min_dbfs,
             observer=observer,
         )
+        controller = _build_controller(
+            config, state, changes, journal, runner, worker, outputs, reload_config
+        )
     except BaseException:
         for made in sources:
             stop_source(made)
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
         raise
-    return Pipeline(lanes, worker, outputs)
+    return Pipeline(lanes, worker, outputs, controller)
+
+
+def _build_controller(
+    config: Config,
+    state: LabelState,
+    changes: list[Command],
+    journal: ChangeJournal | None,
+    runner: ClapRunner,
+    worker: ScoringWorker,
+    outputs: FanOut,
+    reload_config: Callable[[], Config] | None,
+) -> LabelController:
+    """The label controller, wired to swap the worker's scorers and update the outputs."""
+    sources = config.source_configs
+
+    def apply(new: LabelState, scorers_of: dict[str, tuple[LabelSetScorer, ...]]) -> None:
+        worker.set_scorers(scorers_of)
+        outputs.update_labels({src.id: new.routed_sets_of(src) for src in sources})
+
+    controller = LabelController(
+        state,
+        changes,
+        sources,
+        embed_text=runner.embed_text,
+        logit_scale=runner.logit_scale,
+        apply=apply,
+        on_result=outputs.publish_control_result,
+        journal=journal,
+        max_changes=config.control.max_changes,
+        load_config=reload_config,
+    )
+    if config.control.enabled:
+        outputs.receive_commands(controller.submit)
+    return controller
 
 
 def _finished_of(source: Source) -> Callable[[], bool]:

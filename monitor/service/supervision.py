@@ -96,6 +96,7 @@ class Supervisor:
         """Outputs (online, initial states), then the worker, then audio into each ring."""
         self.pipeline.outputs.start()
         self.pipeline.worker.start()
+        self.pipeline.controller.start()
         if self.observer is not None:
             self.observer.on_streaming_started()
         for lane, state in zip(self.pipeline.lanes, self._lanes, strict=True):
@@ -340,6 +341,7 @@ class Supervisor:
     def shutdown(self, deadline: float) -> None:
         """Stop capture, let the batch in flight finish, end open events, close the outputs."""
         worker = self.pipeline.worker
+        self.pipeline.controller.stop()  # a change being embedded is abandoned
         # First: a stopped file source counts as finished, and its last window must not be
         # scored on the way out.
         worker.stop()

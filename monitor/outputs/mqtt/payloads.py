@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import LabelSetConfig, MqttConfig, slugify
-from monitor.frames import Event, Scores
+from monitor.frames import ControlResult, Event, Scores
 from monitor.outputs.sink import HealthReport
 
 STATUS_ONLINE = "online"
@@ -54,6 +54,15 @@ class Topics:
     def health(self) -> str:
         """The monitor's health (the only health topic of the flat layout)."""
         return f"{self.base}/health"
+
+    @property
+    def control(self) -> str:
+        """Where control commands arrive (JSON); one per monitor, whatever the layout."""
+        return f"{self.base}/control"
+
+    @property
+    def control_result(self) -> str:
+        return f"{self.base}/control/result"
 
     def source_base(self, source_id: str) -> str:
         return f"{self.base}/{source_id}" if self.per_source else self.base
@@ -182,3 +191,21 @@ def scores_message(scores: Sequence[Scores], topics: Topics, top_k: int) -> Mess
         },
     }
     return Message(topics.scores(window.source_id), _json(body), qos=0, retain=False)
+
+
+def control_result_message(result: ControlResult, topics: Topics) -> Message:
+    """The answer to one command (not retained): ok or the error, and the labels after it."""
+    body: dict[str, Any] = {
+        "command": result.command,
+        "ok": result.ok,
+        "detail" if result.ok else "error": result.detail,
+    }
+    if result.request_id is not None:
+        body["id"] = result.request_id
+    body["time"] = iso_utc(result.time)
+    body["profile"] = result.profile
+    body["label_sets"] = {
+        view.name: {"enabled": view.enabled, "labels": dict(view.thresholds)}
+        for view in result.label_sets
+    }
+    return Message(topics.control_result, _json(body), 1, retain=False)

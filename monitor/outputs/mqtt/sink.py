@@ -6,10 +6,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from monitor.config import LabelSetConfig, MqttConfig, ScoresConfig
-from monitor.frames import Event, Scores
+from monitor.frames import ControlResult, Event, Scores
 from monitor.outputs.mqtt.discovery import (
     BIRTH_ONLINE,
     DeviceInfo,
@@ -18,8 +18,10 @@ from monitor.outputs.mqtt.discovery import (
     published_components,
 )
 from monitor.outputs.mqtt.payloads import (
+    STATE_OFF,
     Message,
     Topics,
+    control_result_message,
     event_messages,
     health_messages,
     initial_state_messages,
@@ -48,10 +50,12 @@ class MqttSink(Sink):
         per_source: bool,
         discovery: DeviceInfo | None = None,
         scores: ScoresConfig | None = None,
+        control: bool = False,
     ) -> None:
         """`label_sets_of`: source id -> the label sets it is scored against (config order);
         `discovery`: publish Home Assistant discovery for this monitor, or None; `scores`:
-        publish the top labels per source at most once per interval, or None."""
+        publish the top labels per source at most once per interval, or None; `control`:
+        take commands on the control topic (handed to receive_commands' handler)."""
         self.topics = Topics.from_config(cfg, per_source=per_source)
         self.qos = cfg.qos
         self.label_sets_of = dict(label_sets_of)
@@ -60,12 +64,15 @@ class MqttSink(Sink):
         self._last_scores: dict[str, float] = {}  # source id -> time.monotonic() of the last
         self._random = random.Random()
         self._birth_timer: threading.Timer | None = None
+        self._command_handler: Callable[[bytes], None] | None = None
         # Reads the password file now: a missing secret is a config error, before any load.
         self.publisher = MqttPublisher(cfg, self.topics.status)
         if discovery is not None:
             self.publisher.on_connected(self.publish_discovery)
             self.publisher.subscribe(discovery.birth_topic, self._on_birth)
             self.publisher.subscribe(discovery.config_wildcard, self._on_retained_config)
+        if control:
+            self.publisher.subscribe(self.topics.control, self._on_command)
 
     def publish_discovery(self, removed: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Every source's device config (retained), with `removed` components cleared."""
@@ -73,6 +80,48 @@ class MqttSink(Sink):
             return
         for msg in discovery_messages(self.discovery, self.label_sets_of, self.topics, removed):
             self._send(msg)
+
+    def receive_commands(self, handler: Callable[[bytes], None]) -> None:
+        self._command_handler = handler
+
+    def _on_command(self, topic: str, payload: bytes, retained: bool) -> None:
+        handler = self._command_handler
+        if retained:
+            # A retained command would be applied again at every connect.
+            if payload:
+                logger.warning(
+                    "ignored a retained command on %s: send commands without retain (an empty "
+                    "retained message clears it)",
+                    topic,
+                )
+            return
+        if handler is not None:
+            handler(payload)
+
+    def update_labels(self, label_sets_of: Mapping[str, Sequence[LabelSetConfig]]) -> None:
+        """New labels get a retained OFF, removed ones lose their retained state and their
+        entity; the discovery of every source is published again."""
+        old, new = self.label_sets_of, dict(label_sets_of)
+        self.label_sets_of = new
+        before, after = _state_topics(old, self.topics), _state_topics(new, self.topics)
+        for topic in sorted(after - before):
+            self._send(Message(topic, STATE_OFF, self.qos, retain=True))
+        for topic in sorted(before - after):
+            self._send(Message(topic, "", self.qos, retain=True))
+        discovery = self.discovery
+        if discovery is None:
+            return
+        removed: dict[str, dict[str, str]] = {}
+        for source_id, sets in old.items():
+            was = components(discovery, source_id, sets, self.topics)
+            now = components(discovery, source_id, new.get(source_id, ()), self.topics)
+            gone = {cid: str(c["platform"]) for cid, c in was.items() if cid not in now}
+            if gone:
+                removed[discovery.node_id(source_id)] = gone
+        self.publish_discovery(removed)
+
+    def publish_control_result(self, result: ControlResult) -> None:
+        self._send(control_result_message(result, self.topics))
 
     def _on_birth(self, _topic: str, payload: bytes, _retained: bool) -> None:
         if payload.decode(errors="replace") != BIRTH_ONLINE:
@@ -145,3 +194,15 @@ class MqttSink(Sink):
 
     def _send(self, msg: Message) -> None:
         self.publisher.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+
+
+def _state_topics(
+    label_sets_of: Mapping[str, Sequence[LabelSetConfig]], topics: Topics
+) -> set[str]:
+    """The retained state topic of every label of every source."""
+    return {
+        topics.state(source_id, s.name, label.name)
+        for source_id, sets in label_sets_of.items()
+        for s in sets
+        for label in s.labels
+    }

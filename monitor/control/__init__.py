@@ -1,0 +1,1 @@
+"""Live control of what is listened for: commands, the label state they change, the controller."""
