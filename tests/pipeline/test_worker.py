@@ -326,3 +326,28 @@ def test_each_source_is_scored_only_against_its_own_label_sets(runner: ClapRunne
     assert started == [("kitchen", "alarms"), ("kitchen", "pets"), ("porch", "pets")]
     assert worker.stats("kitchen").windows_scored == worker.stats("porch").windows_scored == 3
     assert worker.stats().windows_scored == 6
+
+
+def test_new_scorers_apply_from_the_next_batch_and_end_what_they_drop(
+    runner: ClapRunner,
+) -> None:
+    worker, counting, events = make_worker(runner)
+    events += worker.process(window(tone(), 1))  # "a" always fires: its event starts
+    assert [(e.kind, e.detection.label) for e in events] == [("start", "a")]
+    swapped = [LabelSetConfig(name="s", labels=["b", {"name": "c", "threshold": 0.0}])]
+    worker.set_scorers(
+        {"src": tuple(build_scorers(swapped, runner.embed_text, runner.logit_scale))}
+    )
+    assert worker.scorers("src")[0].labels == ("b", "c")
+    events += worker.process(window(tone(), 2))
+    # "a" is no longer scored: its event ends before the new labels' first window.
+    assert [(e.kind, e.detection.label) for e in events[1:]] == [("end", "a"), ("start", "c")]
+    assert events[1].ended_at == T0 + timedelta(seconds=2)
+    # A source with every set disabled costs no inference, and its open events end.
+    worker.set_scorers({"src": ()})
+    seen = len(counting.seen)
+    events += worker.process(window(tone(), 3))
+    assert len(counting.seen) == seen
+    assert [(e.kind, e.detection.label) for e in events[3:]] == [("end", "c")]
+    with pytest.raises(ValueError, match="no scorers for source"):
+        worker.set_scorers({"other": ()})
