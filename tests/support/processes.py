@@ -1,12 +1,14 @@
-"""How tests start the `audio-monitor` command and Python snippets as child processes."""
+"""How tests start the `audio-monitor` command and Python snippets, and read their output."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,3 +37,37 @@ def run_python(
         timeout=timeout_seconds,
         check=check,
     )
+
+
+class PipeLines:
+    """Every line a child writes to one pipe, read by a thread so the child never blocks."""
+
+    def __init__(self, pipe: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            with self._condition:
+                self.lines.append(line.rstrip("\n"))
+                self._condition.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[str], bool], what: str, timeout_seconds: float = 60.0
+    ) -> str:
+        """The first line (from the start) for which `predicate` holds; AssertionError if none
+        comes within the timeout."""
+        with self._condition:
+            found = self._condition.wait_for(
+                lambda: any(predicate(line) for line in self.lines), timeout_seconds
+            )
+            if found:
+                return next(line for line in self.lines if predicate(line))
+            tail = "\n".join(self.lines[-15:])
+        raise AssertionError(f"no line with {what} after {timeout_seconds} s; last lines:\n{tail}")
+
+    def count(self, predicate: Callable[[str], bool]) -> int:
+        with self._condition:
+            return sum(1 for line in self.lines if predicate(line))
