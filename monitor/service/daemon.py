@@ -6,10 +6,12 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 
 from monitor.config import Config
 from monitor.errors import EXIT_OK
+from monitor.outputs.sink import Sink
 from monitor.service.health import Snapshot
 from monitor.service.notify import SystemdNotifier
 from monitor.service.pipeline import (
@@ -40,6 +42,7 @@ class Daemon:
     """Set up, supervise until stopped or drained, shut down cleanly.
 
     `observer`, when given, hears when streaming starts and about every batch scored.
+    `extra_sinks` are outputs of the caller's own, after the configured ones (listen's view).
     """
 
     def __init__(
@@ -50,12 +53,14 @@ class Daemon:
         model_loader: ModelLoader = load_model,
         notifier: SystemdNotifier | None = None,
         observer: PipelineObserver | None = None,
+        extra_sinks: Sequence[Sink] = (),
     ) -> None:
         self.config = config
         self.source_factory = source_factory
         self.model_loader = model_loader
         self.notifier = notifier or SystemdNotifier()
         self.observer = observer
+        self.extra_sinks = tuple(extra_sinks)
         self._stop = threading.Event()
         self._starting = True
         # Set once the pipeline is built; read only by snapshot() and friends from outside.
@@ -99,6 +104,7 @@ class Daemon:
                 model_loader=self.model_loader,
                 status=self.notifier.status,
                 observer=self.observer,
+                extra_sinks=self.extra_sinks,
             )
             supervisor = self._supervisor = Supervisor(
                 pipeline, self.config, self.notifier, self._stop, self.observer

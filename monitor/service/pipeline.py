@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -80,8 +80,9 @@ class Pipeline:
     outputs: FanOut
 
 
-def build_outputs(config: Config) -> FanOut:
-    """The configured outputs; the MQTT one reads its password file here."""
+def build_outputs(config: Config, extra_sinks: Sequence[Sink] = ()) -> FanOut:
+    """The configured outputs, then `extra_sinks` (a command's own view, such as listen's);
+    the MQTT one reads its password file here."""
     sinks: list[Sink] = []
     if config.mqtt.enabled:
         from monitor.outputs.mqtt.discovery import DeviceInfo
@@ -112,6 +113,7 @@ def build_outputs(config: Config) -> FanOut:
         from monitor.outputs.jsonlines import JsonLinesSink
 
         sinks.append(JsonLinesSink(config.mqtt.device_id))
+    sinks.extend(extra_sinks)
     if not sinks:
         logger.warning("mqtt and output.json_lines are both off: events go only to the log")
     return FanOut(sinks)
@@ -124,18 +126,20 @@ def build_pipeline(
     model_loader: ModelLoader = load_model,
     status: Callable[[str], object] | None = None,
     observer: ScoringObserver | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> Pipeline:
     """Outputs first (a missing secret fails before the model loads), then the model and the
     label sets, then each source opened with its ring buffer and windower, then the worker.
 
-    Nothing is started. `status` hears what is being done, for the service manager. When a
-    step fails, the sources and outputs already made are stopped again before the error
-    propagates.
+    Nothing is started. `extra_sinks` are outputs the caller made, after the configured ones
+    (they hear scores only when config.scores.enabled). `status` hears what is being done,
+    for the service manager. When a step fails, the sources and outputs already made are
+    stopped again before the error propagates.
     """
     source_configs = config.source_configs
     if not source_configs:  # load_config(require_source=True) already refuses this
         raise ConfigError("sources: required key is missing")
-    outputs = build_outputs(config)
+    outputs = build_outputs(config, extra_sinks)
     sources: list[Source] = []
     try:
         if status is not None:
