@@ -99,7 +99,8 @@ class TerminalView(Sink):
     The worker only records each window's top labels (publish_scores); a thread of its own
     writes, at most every `interval_seconds`, so a slow or paused terminal never holds up
     scoring. On a terminal the lines are redrawn in place; otherwise each update is one plain
-    line per source, for a pipe or a log.
+    line per source, for a pipe or a log. `on_closed` hears when `out` cannot be written any
+    more (the terminal closed, the reader of the pipe gone).
     """
 
     name = "listen"
@@ -114,6 +115,7 @@ class TerminalView(Sink):
         tty: bool,
         interval_seconds: float = REDRAW_SECONDS,
         terminal_size: TerminalSize = _terminal_size,
+        on_closed: Callable[[], object] | None = None,
     ) -> None:
         self.title = title
         self.top_k = top_k
@@ -121,6 +123,7 @@ class TerminalView(Sink):
         self.tty = tty
         self.interval_seconds = interval_seconds
         self.terminal_size = terminal_size
+        self.on_closed = on_closed
         self._latest = {source_id: SourceView(source_id) for source_id in source_ids}
         self._changed: list[str] = []
         self._lock = threading.Lock()
@@ -197,9 +200,11 @@ class TerminalView(Sink):
         try:
             self.out.write(text)
             self.out.flush()
-        except (OSError, ValueError) as err:  # a closed pipe or terminal: stop drawing
+        except (OSError, ValueError) as err:  # a closed pipe or terminal: nobody is watching
             self._broken = True
-            logger.warning("listen: cannot write to the terminal any more (%s)", err)
+            logger.warning("listen: cannot write to stdout any more (%s); stopping", err)
+            if self.on_closed is not None:
+                self.on_closed()
 
 
 def run_listen(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -215,5 +220,6 @@ def run_listen(args: argparse.Namespace, out: TextIO | None = None) -> int:
         tty=out.isatty(),
     )
     daemon = Daemon(config, extra_sinks=[view])
+    view.on_closed = daemon.request_stop  # `listen | head`: stop once head has had enough
     daemon.install_signal_handlers()
     return daemon.run()

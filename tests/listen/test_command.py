@@ -201,6 +201,27 @@ def test_without_a_terminal_each_update_is_one_plain_line() -> None:
     ]
 
 
+class ClosedPipe(io.StringIO):
+    """stdout whose reader has gone (`listen | head -3` once head has its lines)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_stops_drawing_and_says_so_once() -> None:
+    closed: list[bool] = []
+    shown = view(ClosedPipe(), tty=False)
+    shown.on_closed = lambda: closed.append(True)
+    shown.start()
+    try:
+        shown.publish_scores(window_scores("garden", {"pets": {"dog": 0.6}}))
+        wait_until(lambda: closed == [True], "on_closed")
+        shown.publish_scores(window_scores("garden", {"pets": {"dog": 0.7}}))
+    finally:
+        shown.stop(2.0)
+    assert closed == [True]
+
+
 # ---------------------------------------------------------------------------------------------
 # The command, on the tiny checkpoint
 
