@@ -130,12 +130,18 @@ class TerminalView(Sink):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._drawn_lines = 0
+        self._shown = False
         self._broken = False
         self._thread = threading.Thread(target=self._run, name="listen-view", daemon=True)
 
-    def start(self) -> None:
+    def show(self) -> None:
+        """Draw the view now, on a terminal: before the model is loaded, every source waits."""
+        self._shown = True
         if self.tty:
             self._write(self._screen())
+
+    def start(self) -> None:
+        self.show()
         self._thread.start()
 
     def publish_event(self, event: Event) -> None:
@@ -159,7 +165,7 @@ class TerminalView(Sink):
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout_seconds)
-        if not self._thread.is_alive():
+        if self._shown and not self._thread.is_alive():
             self._draw()  # the last scores, and the cursor on a fresh line below them
 
     def _run(self) -> None:
@@ -221,5 +227,6 @@ def run_listen(args: argparse.Namespace, out: TextIO | None = None) -> int:
     )
     daemon = Daemon(config, extra_sinks=[view])
     view.on_closed = daemon.request_stop  # `listen | head`: stop once head has had enough
+    view.show()  # loading the model takes seconds: show at once what is coming
     daemon.install_signal_handlers()
     return daemon.run()

@@ -201,6 +201,16 @@ def test_without_a_terminal_each_update_is_one_plain_line() -> None:
     ]
 
 
+def test_the_view_is_shown_before_the_model_loads_and_not_at_all_when_never_shown() -> None:
+    out = FakeTty()
+    shown = view(out, tty=True)
+    shown.show()  # what listen does before the daemon loads the model
+    assert out.getvalue().count("waiting for the first window…") == 2
+    never = FakeTty()
+    view(never, tty=True).stop(1.0)  # a build that failed before the outputs started
+    assert never.getvalue() == ""
+
+
 class ClosedPipe(io.StringIO):
     """stdout whose reader has gone (`listen | head -3` once head has its lines)."""
 
