@@ -122,7 +122,9 @@ def _add_listen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="B",
         help="background labels for --labels (absolute scores against the closest of them)",
     )
-    parser.add_argument("--top", type=int, default=5, metavar="K", help="labels shown per set")
+    parser.add_argument(
+        "--top", type=int, default=5, metavar="K", help="labels shown per set (default 5)"
+    )
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
