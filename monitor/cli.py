@@ -1,4 +1,4 @@
-"""The `audio-monitor` command line: run, check-config, devices."""
+"""The `audio-monitor` command line: run, listen, check-config, devices, classify, eval, bench."""
 
 from __future__ import annotations
 
@@ -82,10 +82,56 @@ def build_parser() -> argparse.ArgumentParser:
     devices = sub.add_parser("devices", help="list audio input devices and their default rates")
     devices.set_defaults(func=_cmd_devices)
 
+    _add_listen_parser(sub)
     _add_classify_parser(sub)
     _add_eval_parser(sub)
     _add_bench_parser(sub)
     return parser
+
+
+def _add_listen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "listen",
+        help="the top labels per source, live in the terminal (try labels; never publishes)",
+        description="Score the microphone (or the sources of --config) and show the top labels "
+        "of each source, updated in place. MQTT and json_lines are off: nothing is published.",
+    )
+    parser.add_argument(
+        "--config",
+        "-c",
+        help="YAML config: its sources (the default microphone if it has none), model, windows "
+        "and label sets; default: the default microphone and model",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="L",
+        help="candidate labels, replacing the config's label sets as one set in absolute mode: "
+        "each label's score ignores the others, so adding a candidate changes no other score",
+    )
+    parser.add_argument("--model", help="hub id or local directory; overrides the config's")
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help="prompt template with '{}' for --labels; repeat for an ensemble",
+    )
+    parser.add_argument(
+        "--background",
+        nargs="+",
+        metavar="B",
+        help="background labels for --labels (absolute scores against the closest of them)",
+    )
+    parser.add_argument(
+        "--top", type=int, default=5, metavar="K", help="labels shown per set (default 5)"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="WARNING",
+        help="log level on stderr (default WARNING: log lines would break up the view)",
+    )
+    parser.set_defaults(func=_cmd_listen)
 
 
 def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -219,6 +265,13 @@ def _add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--limit", type=int, help="at most this many clips (a quick look)")
     _add_offline_options(parser)
     parser.set_defaults(func=_cmd_eval)
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from monitor.listen.command import run_listen
+
+    return run_listen(args)
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:

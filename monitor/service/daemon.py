@@ -6,12 +6,13 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from monitor.config import Config, load_config
 from monitor.errors import EXIT_OK
+from monitor.outputs.sink import Sink
 from monitor.service.health import Snapshot
 from monitor.service.notify import SystemdNotifier
 from monitor.service.pipeline import (
@@ -42,6 +43,7 @@ class Daemon:
     """Set up, supervise until stopped or drained, shut down cleanly.
 
     `observer`, when given, hears when streaming starts and about every batch scored.
+    `extra_sinks` are outputs of the caller's own, after the configured ones (listen's view).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         observer: PipelineObserver | None = None,
         config_path: Path | None = None,
+        extra_sinks: Sequence[Sink] = (),
     ) -> None:
         """`config_path`: the file `config` came from, re-read on SIGHUP (labels only)."""
         self.config = config
@@ -61,6 +64,7 @@ class Daemon:
         self.model_loader = model_loader
         self.notifier = notifier or SystemdNotifier()
         self.observer = observer
+        self.extra_sinks = tuple(extra_sinks)
         self._stop = threading.Event()
         self._starting = True
         # Set once the pipeline is built; read only by snapshot() and friends from outside.
@@ -121,6 +125,7 @@ class Daemon:
                 status=self.notifier.status,
                 observer=self.observer,
                 reload_config=self._reload_config(),
+                extra_sinks=self.extra_sinks,
             )
             supervisor = self._supervisor = Supervisor(
                 pipeline, self.config, self.notifier, self._stop, self.observer

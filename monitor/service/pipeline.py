@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -85,9 +85,12 @@ class Pipeline:
     controller: LabelController  # live label changes and config reloads
 
 
-def build_outputs(config: Config, state: LabelState | None = None) -> FanOut:
-    """The configured outputs; the MQTT one reads its password file here. `state`: the
-    labels as changed live, when they differ from the config file's."""
+def build_outputs(
+    config: Config, state: LabelState | None = None, extra_sinks: Sequence[Sink] = ()
+) -> FanOut:
+    """The configured outputs, then `extra_sinks` (a command's own view, such as listen's);
+    the MQTT one reads its password file here. `state`: the labels as changed live, when they
+    differ from the config file's."""
     sinks: list[Sink] = []
     if config.mqtt.enabled:
         from monitor.outputs.mqtt.discovery import DeviceInfo
@@ -120,6 +123,7 @@ def build_outputs(config: Config, state: LabelState | None = None) -> FanOut:
         from monitor.outputs.jsonlines import JsonLinesSink
 
         sinks.append(JsonLinesSink(config.mqtt.device_id))
+    sinks.extend(extra_sinks)
     if not sinks:
         logger.warning("mqtt and output.json_lines are both off: events go only to the log")
     return FanOut(sinks)
@@ -133,13 +137,16 @@ def build_pipeline(
     status: Callable[[str], object] | None = None,
     observer: ScoringObserver | None = None,
     reload_config: Callable[[], Config] | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> Pipeline:
     """Outputs first (a missing secret fails before the model loads), then the model and the
     label sets, then each source opened with its ring buffer and windower, then the worker.
 
-    Nothing is started. `status` hears what is being done, for the service manager. When a
-    step fails, the sources and outputs already made are stopped again before the error
-    propagates. `reload_config` re-reads the config file for a reload (SIGHUP).
+    Nothing is started. `extra_sinks` are outputs the caller made, after the configured ones
+    (they hear scores only when config.scores.enabled). `status` hears what is being done,
+    for the service manager. When a step fails, the sources and outputs already made are
+    stopped again before the error propagates. `reload_config` re-reads the config file for a
+    reload (SIGHUP).
     """
     source_configs = config.source_configs
     if not source_configs:  # load_config(require_source=True) already refuses this
@@ -150,7 +157,7 @@ def build_pipeline(
         else None
     )
     state, changes = restore(config, journal)
-    outputs = build_outputs(config, state)
+    outputs = build_outputs(config, state, extra_sinks)
     sources: list[Source] = []
     try:
         if status is not None:

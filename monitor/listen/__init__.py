@@ -1,0 +1,1 @@
+"""audio-monitor listen: the top labels per source, live in the terminal."""
