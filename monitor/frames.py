@@ -81,6 +81,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class WindowEmbedding:
+    """One scored window's audio embedding and level: what history keeps of it."""
+
+    source_id: str
+    start_time: datetime  # UTC, from the window's sample index
+    end_time: datetime
+    level_dbfs: float  # RMS of the samples the model saw
+    embedding: np.ndarray = field(repr=False)  # (dim,) float32, L2-normalised
+
+
+@dataclass(frozen=True)
 class LabelSetView:
     """One label set as it is being listened for now (after live changes)."""
 

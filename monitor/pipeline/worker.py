@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from monitor.audio.windowing import Windower
-from monitor.frames import Detection, Event, Position, Scores, Window
+from monitor.frames import Detection, Event, Position, Scores, Window, WindowEmbedding
 from monitor.pipeline.events import EventTracker
 from monitor.pipeline.scoring import LabelSetScorer
 
@@ -83,6 +83,7 @@ class WorkerStats:
     events: int
     last_inference_ms: float
     last_progress_monotonic: float
+    level_dbfs: float  # the latest window's RMS level (-inf: silence or none yet)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class _Counters:
     detections: int = 0
     events: int = 0
     last_ms: float = 0.0
+    level_dbfs: float = -math.inf
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
@@ -150,9 +152,11 @@ class ScoringWorker(threading.Thread):
         min_dbfs: float | None = None,
         observer: ScoringObserver | None = None,
         on_scores: Callable[[Sequence[Scores]], None] | None = None,
+        on_embeddings: Callable[[Sequence[WindowEmbedding]], None] | None = None,
     ) -> None:
         """`on_scores`, when given, hears every scored window's scores (one per label set of
-        its source), on this thread: it must be quick."""
+        its source); `on_embeddings` every batch's audio embeddings (the windows that reached
+        the model). Both are called on this thread: they must be quick."""
         super().__init__(name="scoring-worker", daemon=True)
         if not feeds:
             raise ValueError("the worker needs at least one feed")
@@ -164,6 +168,7 @@ class ScoringWorker(threading.Thread):
         self.tracker = tracker
         self.on_events = on_events
         self.on_scores = on_scores
+        self.on_embeddings = on_embeddings
         self.observer = observer
         self.max_batch = max_batch
         self.min_dbfs = min_dbfs
@@ -226,6 +231,11 @@ class ScoringWorker(threading.Thread):
                 self._last_ms if source_id is None else self._counters[source_id].last_ms
             ),
             last_progress_monotonic=self._last_progress,
+            level_dbfs=(
+                max((c.level_dbfs for c in counters), default=-math.inf)
+                if source_id is None
+                else self._counters[source_id].level_dbfs
+            ),
         )
 
     def run(self) -> None:
@@ -354,6 +364,7 @@ class ScoringWorker(threading.Thread):
                 if samples is not None:
                     self._counters[window.source_id].last_ms = self._batch_ms
         row = 0
+        kept: list[WindowEmbedding] = []
         for window, samples in zip(windows, prepared, strict=True):
             scorers = scorers_of[window.source_id]
             if samples is None:
@@ -367,6 +378,17 @@ class ScoringWorker(threading.Thread):
                 events += self._quiet(window, scorers)
                 continue
             events += self._score(window, embedding, scorers)
+            kept.append(
+                WindowEmbedding(
+                    window.source_id,
+                    window.start_time,
+                    window.end_time,
+                    self._counters[window.source_id].level_dbfs,
+                    embedding[0],
+                )
+            )
+        if kept and self.on_embeddings is not None:
+            self.on_embeddings(kept)
         return events
 
     def _end_unscored(
@@ -396,6 +418,7 @@ class ScoringWorker(threading.Thread):
             return None
         if not np.any(samples):
             counters.silent += 1  # a muted or disconnected input: nothing for the model
+            counters.level_dbfs = -math.inf
             return None
         if np.count_nonzero(np.abs(samples) >= CLIP_LEVEL) > CLIPPED_FRACTION * len(samples):
             counters.clipped += 1  # still scored: a loud alarm clips, and must still be heard
@@ -403,7 +426,8 @@ class ScoringWorker(threading.Thread):
         if abs(offset) > DC_LEVEL:
             counters.dc += 1
             samples = samples - np.float32(offset)
-        if self.min_dbfs is not None and rms_dbfs(samples) < self.min_dbfs:
+        counters.level_dbfs = rms_dbfs(samples)
+        if self.min_dbfs is not None and counters.level_dbfs < self.min_dbfs:
             counters.quiet_gated += 1  # below the energy gate: not worth the model's time
             return None
         return samples

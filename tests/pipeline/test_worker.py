@@ -16,7 +16,7 @@ import pytest
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower
 from monitor.config import LabelSetConfig, ModelConfig
-from monitor.frames import Event, Position, Window
+from monitor.frames import Event, Position, Window, WindowEmbedding
 from monitor.model.runner import ClapRunner, load_clap
 from monitor.outputs.mqtt.payloads import Topics, event_messages
 from monitor.pipeline.events import EventTracker
@@ -351,3 +351,19 @@ def test_new_scorers_apply_from_the_next_batch_and_end_what_they_drop(
     assert [(e.kind, e.detection.label) for e in events[3:]] == [("end", "c")]
     with pytest.raises(ValueError, match="no scorers for source"):
         worker.set_scorers({"other": ()})
+
+
+def test_each_embedded_window_is_handed_on_with_its_level(runner: ClapRunner) -> None:
+    worker, _, _ = make_worker(runner)
+    handed: list[WindowEmbedding] = []
+    worker.on_embeddings = handed.extend
+    worker.process_batch([window(tone(), 1), window(np.zeros(N), 2), window(tone(), 3)])
+    # The silent window never reached the model, so it has no embedding to keep.
+    assert [h.end_time for h in handed] == [T0 + timedelta(seconds=s) for s in (1, 3)]
+    assert all(h.source_id == "src" and h.embedding.shape == (16,) for h in handed)
+    np.testing.assert_allclose(np.linalg.norm(handed[0].embedding), 1.0, rtol=1e-5)
+    # A 0.3 sine: 20 log10(0.3 / sqrt 2) = -13.5 dBFS.
+    assert handed[0].level_dbfs == pytest.approx(-13.47, abs=0.05)
+    assert worker.stats("src").level_dbfs == pytest.approx(-13.47, abs=0.05)
+    worker.process(window(np.zeros(N), 4))
+    assert worker.stats().level_dbfs == -math.inf
