@@ -1,4 +1,4 @@
-"""The machine the bench ran on: CPUs, threads, versions and load averages."""
+"""The machine the bench ran on: CPU model and extensions, threads, versions, load averages."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import platform
 import sys
 from importlib import metadata
 
+from monitor.bench.cpu import cpu_info
 from monitor.bench.results import Environment
 from monitor.bench.stats import memory_mib
 
@@ -37,8 +38,11 @@ def environment(threads: int, load_before: tuple[float, ...] | None) -> Environm
     torch_threads: int | None = threads or None
     if "torch" in sys.modules:  # only asked, never imported here
         torch_threads = int(sys.modules["torch"].get_num_threads())
+    cpu = cpu_info()
     return Environment(
         cpu_count=os.cpu_count(),
+        cpu_model=cpu.model,
+        cpu_isa=cpu.isa,
         torch_threads=torch_threads,
         python=platform.python_version(),
         platform=platform.platform(),

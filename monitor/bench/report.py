@@ -5,6 +5,7 @@ from __future__ import annotations
 from monitor.bench.results import (
     Agreement,
     CompareReport,
+    Environment,
     MonitorResult,
     ReferenceResult,
     ReplayReport,
@@ -23,6 +24,12 @@ def _times(value: float | None) -> str:
     return _fmt(value, ".2f") + "x" if value is not None else "-"
 
 
+def cpu_line(env: Environment) -> str:
+    """Which machine every figure below comes from (figures depend on the CPU's extensions)."""
+    isa = " ".join(env.cpu_isa) or "no vector extension reported"
+    return f"CPU: {env.cpu_model} ({isa}), {env.cpu_count} CPUs"
+
+
 def format_table(report: CompareReport) -> str:
     """The comparison as readable text: both paths side by side, stages, targets."""
     work = report.workload
@@ -35,6 +42,7 @@ def format_table(report: CompareReport) -> str:
         f"batch {work.batch}, "
         f"{env.torch_threads} torch threads on {env.cpu_count} CPUs "
         f"(load average before/after {load_before} / {load_after})",
+        cpu_line(report.environment),
         f"checkpoint: {report.checkpoint.origin} {report.checkpoint.path}",
     ]
     if report.note:
@@ -122,6 +130,7 @@ def format_replay(report: ReplayReport) -> str:
         f"audio-monitor bench --replay-minutes {r.minutes:g}: {r.audio}, "
         f"{r.window_seconds:g} s windows every {r.hop_seconds:g} s, {r.labels} labels, "
         f"max batch {r.max_batch}, MQTT {r.mqtt or 'off'}",
+        cpu_line(report.environment),
         f"checkpoint: {report.checkpoint.origin} {report.checkpoint.path}",
     ]
     if report.note:
@@ -165,6 +174,7 @@ def format_sources(report: SourcesReport) -> str:
         f"K real-time sources (room1..roomK) replaying it at once, {r.window_seconds:g} s "
         f"windows every {r.hop_seconds:g} s, {r.labels} labels, max batch {r.max_batch}, "
         f"MQTT {r.mqtt or 'off'}",
+        cpu_line(report.environment),
         f"checkpoint: {report.checkpoint.origin} {report.checkpoint.path}",
         "each run is one daemon, which loads the model once and scores every source's windows "
         "with it, whatever K is (by construction; not a measurement); each configuration is "

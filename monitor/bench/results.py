@@ -26,6 +26,8 @@ class Environment:
     """The machine and versions; the load averages show whether something else competed."""
 
     cpu_count: int | None
+    cpu_model: str
+    cpu_isa: tuple[str, ...]  # speed-relevant vector extensions (monitor.bench.cpu)
     torch_threads: int | None
     python: str
     platform: str

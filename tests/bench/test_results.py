@@ -31,7 +31,9 @@ from monitor.bench.targets import evaluate_targets
 from tests.support.bench import SOURCES_RUN_KEYS
 
 CHECKPOINT = CheckpointReport("directory", "/models/clap", False, None, None)
-ENVIRONMENT = Environment(2, 2, "3.11", "Linux", {"torch": "2"}, 100.0, (1.0, 0.5, 0.2), None)
+ENVIRONMENT = Environment(
+    2, "Test CPU", ("avx2",), 2, "3.11", "Linux", {"torch": "2"}, 100.0, (1.0, 0.5, 0.2), None
+)
 REFERENCE = ReferenceResult(
     "pipeline", True, None, 1.0, Summary(400.0, 390.0, 420.0), None, 0.04, RssMib(900.0)
 )
