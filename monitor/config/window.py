@@ -9,6 +9,34 @@ from monitor.config.base import StrictModel
 MAX_WINDOW_SECONDS = 10.0  # the checkpoint's extractor randomly crops anything longer
 
 
+class ChangeGateConfig(StrictModel):
+    """Skip the model for windows whose newest audio sounds like what was last scored."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Score a window only when its newest hop of audio differs from the last scored "
+            "window's (or while a change is still inside the window); others carry the last "
+            "scores forward, so events still start and end on time."
+        ),
+    )
+    min_change_db: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description=(
+            "A change: some frequency band's mean power over the newest hop differs by at "
+            "least this many dB from the last scored hop's."
+        ),
+    )
+    max_skip_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Score at least this often anyway, so slow drifts are heard too.",
+    )
+
+
 class WindowConfig(StrictModel):
     """How audio is cut into windows for scoring."""
 
@@ -29,4 +57,8 @@ class WindowConfig(StrictModel):
             "Energy gate: windows quieter than this RMS level (dBFS) skip the model; "
             "None = score every window."
         ),
+    )
+    change_gate: ChangeGateConfig = Field(
+        default_factory=ChangeGateConfig,
+        description="Opt-in: skip the model while nothing changes (a quiet house), carry scores.",
     )

@@ -17,6 +17,7 @@ import numpy as np
 from monitor.audio.windowing import Windower
 from monitor.frames import Detection, Event, Position, Scores, Window, WindowEmbedding
 from monitor.pipeline.events import EventTracker
+from monitor.pipeline.gate import ChangeGate
 from monitor.pipeline.scoring import LabelSetScorer
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class WorkerStats:
     windows_clipped: int  # scored, but more than 1 % of samples at full scale
     windows_dc_offset: int  # scored after removing a DC offset above DC_LEVEL
     windows_skipped_quiet: int  # below the energy gate (window.min_dbfs): model skipped
+    windows_gated: int  # unchanged since the last scored window: its scores carried forward
     detections: int
     events: int
     last_inference_ms: float
@@ -96,6 +98,7 @@ class _Counters:
     clipped: int = 0
     dc: int = 0
     quiet_gated: int = 0
+    gated: int = 0  # the change gate carried the last embedding: no inference
     bad_scores: int = 0
     detections: int = 0
     events: int = 0
@@ -153,10 +156,12 @@ class ScoringWorker(threading.Thread):
         observer: ScoringObserver | None = None,
         on_scores: Callable[[Sequence[Scores]], None] | None = None,
         on_embeddings: Callable[[Sequence[WindowEmbedding]], None] | None = None,
+        gate: ChangeGate | None = None,
     ) -> None:
         """`on_scores`, when given, hears every scored window's scores (one per label set of
         its source); `on_embeddings` every batch's audio embeddings (the windows that reached
-        the model). Both are called on this thread: they must be quick."""
+        the model or carried the last one through the change `gate`). Both are called on this
+        thread: they must be quick."""
         super().__init__(name="scoring-worker", daemon=True)
         if not feeds:
             raise ValueError("the worker needs at least one feed")
@@ -169,6 +174,8 @@ class ScoringWorker(threading.Thread):
         self.on_events = on_events
         self.on_scores = on_scores
         self.on_embeddings = on_embeddings
+        self.gate = gate
+        self._last_embedding: dict[str, np.ndarray] = {}  # per source, (1, dim)
         self.observer = observer
         self.max_batch = max_batch
         self.min_dbfs = min_dbfs
@@ -225,6 +232,7 @@ class ScoringWorker(threading.Thread):
             windows_clipped=sum(c.clipped for c in counters),
             windows_dc_offset=sum(c.dc for c in counters),
             windows_skipped_quiet=sum(c.quiet_gated for c in counters),
+            windows_gated=sum(c.gated for c in counters),
             detections=sum(c.detections for c in counters),
             events=sum(c.events for c in counters),
             last_inference_ms=(
@@ -346,6 +354,16 @@ class ScoringWorker(threading.Thread):
         prepared = [
             self._prepare(window) if scorers_of[window.source_id] else None for window in windows
         ]
+        # Windows the change gate lets through without the model: the source's last embedding.
+        carried = {
+            i: self._last_embedding[window.source_id]
+            for i, (window, samples) in enumerate(zip(windows, prepared, strict=True))
+            if samples is not None
+            and self.gate is not None
+            and not self.gate.needs_model(window, samples)  # asked first: it keeps its state
+            and window.source_id in self._last_embedding
+        }
+        prepared = [None if i in carried else samples for i, samples in enumerate(prepared)]
         to_embed = [samples for samples in prepared if samples is not None]
         # A window's stream position lets the model reuse frames of earlier windows, which is
         # only right for the stream's own samples: none where _prepare changed them (DC).
@@ -365,18 +383,28 @@ class ScoringWorker(threading.Thread):
                     self._counters[window.source_id].last_ms = self._batch_ms
         row = 0
         kept: list[WindowEmbedding] = []
-        for window, samples in zip(windows, prepared, strict=True):
+        for i, (window, samples) in enumerate(zip(windows, prepared, strict=True)):
             scorers = scorers_of[window.source_id]
-            if samples is None:
+            if i in carried:
+                self._counters[window.source_id].gated += 1
+                embedding = carried[i]
+            elif samples is None:
                 events += self._quiet(window, scorers)
                 continue
-            embedding = embeddings[row : row + 1]
-            row += 1
-            if not np.isfinite(embedding).all():
-                self._counters[window.source_id].bad_scores += 1
-                logger.error("the model returned non-finite values for window %s", window.end_time)
-                events += self._quiet(window, scorers)
-                continue
+            else:
+                embedding = embeddings[row : row + 1]
+                row += 1
+                if not np.isfinite(embedding).all():
+                    self._counters[window.source_id].bad_scores += 1
+                    logger.error(
+                        "the model returned non-finite values for window %s", window.end_time
+                    )
+                    if self.gate is not None:
+                        self.gate.forget(window.source_id)
+                    events += self._quiet(window, scorers)
+                    continue
+                self._counters[window.source_id].scored += 1
+                self._last_embedding[window.source_id] = embedding
             events += self._score(window, embedding, scorers)
             kept.append(
                 WindowEmbedding(
@@ -456,7 +484,6 @@ class ScoringWorker(threading.Thread):
                 logger.debug(
                     "%s %s %s: top %s %.3f", window.source_id, window.end_time, scorer.name, *best
                 )
-        counters.scored += 1
         if self.on_scores is not None and every:
             self.on_scores(every)
         return events

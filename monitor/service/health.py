@@ -40,6 +40,7 @@ def stage_counters(
         "windows_skipped_lagging": worker.windows_skipped_lagging,
         "windows_skipped_silent": worker.windows_skipped_silent,
         "windows_skipped_quiet": worker.windows_skipped_quiet,
+        "windows_gated": worker.windows_gated,
         "windows_skipped_nonfinite": worker.windows_skipped_nonfinite,
         "windows_clipped": worker.windows_clipped,
         "windows_dc_offset": worker.windows_dc_offset,

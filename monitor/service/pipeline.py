@@ -20,6 +20,7 @@ from monitor.errors import ConfigError
 from monitor.outputs.fanout import FanOut
 from monitor.outputs.sink import Sink
 from monitor.pipeline.events import EventTracker
+from monitor.pipeline.gate import ChangeGate
 from monitor.pipeline.scoring import LabelSetScorer
 from monitor.pipeline.worker import Feed, ScoringObserver, ScoringWorker
 
@@ -184,6 +185,9 @@ def build_pipeline(
             on_scores=outputs.publish_scores if config.scores.enabled else None,
             min_dbfs=config.window.min_dbfs,
             observer=observer,
+            gate=ChangeGate(config.window.change_gate)
+            if config.window.change_gate.enabled
+            else None,
         )
         controller = _build_controller(
             config, state, changes, journal, runner, worker, outputs, reload_config

@@ -16,13 +16,16 @@ import pytest
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower
 from monitor.config import LabelSetConfig, ModelConfig
-from monitor.frames import Event, Position, Window, WindowEmbedding
+from monitor.config.window import ChangeGateConfig
+from monitor.frames import Event, Position, Scores, Window, WindowEmbedding
 from monitor.model.runner import ClapRunner, load_clap
 from monitor.outputs.mqtt.payloads import Topics, event_messages
 from monitor.pipeline.events import EventTracker
+from monitor.pipeline.gate import ChangeGate
 from monitor.pipeline.scoring import build_scorers
 from monitor.pipeline.worker import Feed, ScoringTiming, ScoringWorker
 from tests.support.audio import tone as support_tone
+from tests.support.streams import quiet_home
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 N = 48000
@@ -367,3 +370,25 @@ def test_each_embedded_window_is_handed_on_with_its_level(runner: ClapRunner) ->
     assert worker.stats("src").level_dbfs == pytest.approx(-13.47, abs=0.05)
     worker.process(window(np.zeros(N), 4))
     assert worker.stats().level_dbfs == -math.inf
+
+
+def test_the_change_gate_carries_the_last_scores_without_the_model(runner: ClapRunner) -> None:
+    worker, counting, _ = make_worker(runner)
+    worker.gate = ChangeGate(ChangeGateConfig(enabled=True))
+    heard: list[Sequence[Scores]] = []
+    worker.on_scores = heard.append
+    kept: list[WindowEmbedding] = []
+    worker.on_embeddings = kept.extend
+    steady = quiet_home(N, 5.0, [])
+    knock = quiet_home(N, 1.0, [(0.4, 0.1, -20.0)], seed=8)
+    for second in range(1, 6):
+        worker.process(window(steady[(second - 1) * N : second * N], second))
+    worker.process(window(knock, 6))
+    stats = worker.stats("src")
+    assert (stats.windows_scored, stats.windows_gated) == (2, 4)
+    assert len(counting.seen) == 2  # the model saw the first window and the knock only
+    first = heard[0][0].scores
+    assert all(scores[0].scores == first for scores in heard[1:5])
+    assert heard[5][0].scores != first
+    # History still gets every window: a carried window keeps the embedding it was scored by.
+    assert len(kept) == 6 and np.array_equal(kept[1].embedding, kept[0].embedding)

@@ -13,7 +13,21 @@ T = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc)
 
 
 def snapshot(delivery: DeliveryStats | None, sources: int = 1) -> Snapshot:
-    worker = WorkerStats(10, 1, 2, 3, 4, 5, 6, 7, 8, 12.4, 0.0)
+    worker = WorkerStats(
+        windows_scored=10,
+        windows_skipped_nonfinite=1,
+        windows_skipped_silent=2,
+        windows_skipped_lagging=3,
+        windows_clipped=4,
+        windows_dc_offset=5,
+        windows_skipped_quiet=6,
+        windows_gated=15,
+        detections=7,
+        events=8,
+        last_inference_ms=12.4,
+        last_progress_monotonic=0.0,
+        level_dbfs=-40.0,
+    )
     source = SourceStats(blocks=5, frames=100, overflows=9, last_block_monotonic=None)
     each = tuple(
         SourceSnapshot(f"mic{k}" if k else "mic", "ok", "", source, worker, 11, 1)
@@ -31,6 +45,7 @@ def test_report_keeps_the_health_payload_fields() -> None:
         "windows_skipped_lagging": 3,
         "windows_skipped_silent": 2,
         "windows_skipped_quiet": 6,
+        "windows_gated": 15,
         "windows_skipped_nonfinite": 1,
         "windows_clipped": 4,
         "windows_dc_offset": 5,
