@@ -179,6 +179,20 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "windows dropped, latency and CPU per source, and the largest K served without "
         "dropping windows (hop 1 s unless --hop-seconds)",
     )
+    parser.add_argument(
+        "--soundscape",
+        choices=["quiet-home"],
+        help="with --replay-minutes: replay a generated soundscape instead of --audio: "
+        "quiet-home = steady noise at -50 dBFS with about 1.5 short sounds a minute",
+    )
+    parser.add_argument(
+        "--change-gate",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="with --replay-minutes: run each configuration with window.change_gate off "
+        "and/or on (its defaults), to compare CPU per audio hour",
+    )
     parser.add_argument("--mqtt", help="host:port of a broker for --replay-minutes (optional)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=_cmd_bench)

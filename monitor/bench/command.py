@@ -46,6 +46,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--replay-minutes: must be positive (got {args.replay_minutes:g})")
     if args.mqtt and args.replay_minutes is None:
         raise ConfigError("--mqtt is only used with --replay-minutes")
+    if getattr(args, "soundscape", None) is not None:
+        if args.replay_minutes is None:
+            raise ConfigError("--soundscape is only used with --replay-minutes")
+        if args.audio is not None:
+            raise ConfigError("--soundscape and --audio: give one of them")
+    if getattr(args, "change_gate", ["off"]) != ["off"] and args.replay_minutes is None:
+        raise ConfigError("--change-gate is only used with --replay-minutes")
     sources = getattr(args, "sources", None)
     if sources is not None:
         if args.replay_minutes is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import logging
 import time
 from bisect import bisect_left
@@ -142,13 +143,19 @@ def daemon_config(
     hop_seconds: float,
     mqtt: tuple[str, int] | None,
     outbox_dir: Path,
+    change_gate: bool = False,
 ) -> Config:
-    """The daemon's config for one replay; `sources` is its `source:` or `sources:` section."""
+    """The daemon's config for one replay; `sources` is its `source:` or `sources:` section;
+    `change_gate`: window.change_gate on, at its defaults."""
     model = model_config(checkpoint, backend, precision, args.threads, args.batch)
     data: dict[str, Any] = {
         "model": model.model_dump(),
         **sources,
-        "window": {"seconds": args.window_seconds, "hop_seconds": hop_seconds},
+        "window": {
+            "seconds": args.window_seconds,
+            "hop_seconds": hop_seconds,
+            "change_gate": {"enabled": change_gate},
+        },
         "label_sets": [bench_label_set(labels).model_dump()],
         "mqtt": {
             "enabled": mqtt is not None,
@@ -236,6 +243,7 @@ def replay_once(config: Config, audio_seconds: float) -> ReplayResult:
         latency_ms=percentiles(latencies),
         processing_ms=percentiles(processing),
         windows_scored=stats.windows_scored,
+        windows_gated=stats.windows_gated,
         windows_skipped_lagging=stats.windows_skipped_lagging,
         events=stats.events,
         lost_frames=snapshot.lost_frames,
@@ -249,7 +257,9 @@ def write_replay_audio(
     is, its length in seconds)."""
     from monitor.audio.decode import write_pcm16
 
-    samples, rate, what = replay_audio(args.audio, seconds, args.window_seconds)
+    samples, rate, what = replay_audio(
+        args.audio, seconds, args.window_seconds, getattr(args, "soundscape", None)
+    )
     write_pcm16(wav, samples, rate)
     return wav, rate, what, len(samples) / rate
 
@@ -285,8 +295,11 @@ def run_replay(
     hop = hop_or_default(getattr(args, "hop_seconds", None), args.window_seconds)
     wav, rate, what, audio_seconds = write_replay_audio(args, seconds, work_dir / "replay.wav")
     runs = []
-    for backend, precision in configurations(args.backend, args.precision):
-        name = f"{backend}/{precision}"
+    gates = list(dict.fromkeys(getattr(args, "change_gate", None) or ["off"]))
+    for (backend, precision), gate in itertools.product(
+        configurations(args.backend, args.precision), gates
+    ):
+        name = f"{backend}/{precision}" + ("+gate" if gate == "on" else "")
         try:
             source = {"type": "file", "id": "replay", "path": str(wav), "realtime": False}
             config = daemon_config(
@@ -298,7 +311,8 @@ def run_replay(
                 {"source": source},
                 hop,
                 mqtt,
-                work_dir / f"outbox-{backend}-{precision}",
+                work_dir / f"outbox-{backend}-{precision}-{gate}",
+                change_gate=gate == "on",
             )
             logger.info("replaying %.1f min through the daemon with %s", seconds / 60, name)
             result = replay_once(config, audio_seconds)

@@ -137,18 +137,20 @@ def format_replay(report: ReplayReport) -> str:
         lines.append(report.note)
     lines.append("")
     header = (
-        f"{'config':<12} {'windows':>7} {'win/s':>7} {'x realtime':>10} {'CPU s/audio h':>13} "
-        f"{'latency p50':>11} {'p99 ms':>8} {'processing p50':>14} {'p99 ms':>8}"
+        f"{'config':<17} {'windows':>7} {'gated':>6} {'win/s':>7} {'x realtime':>10} "
+        f"{'CPU s/audio h':>13} {'latency p50':>11} {'p99 ms':>8} {'processing p50':>14} "
+        f"{'p99 ms':>8}"
     )
     lines += [header, "-" * len(header)]
     for run in report.runs:
         result = run.result
         if not run.ok or result is None:
-            lines.append(f"{run.name:<12} FAILED: {run.error}")
+            lines.append(f"{run.name:<17} FAILED: {run.error}")
             continue
         lat, proc = result.latency_ms, result.processing_ms
         lines.append(
-            f"{run.name:<12} {result.windows:>7} {result.windows_per_second:>7.2f} "
+            f"{run.name:<17} {result.windows:>7} {_fmt(result.windows_gated, 'd'):>6} "
+            f"{result.windows_per_second:>7.2f} "
             f"{result.speed_vs_realtime:>10.1f} {result.cpu_seconds_per_audio_hour:>13.0f} "
             f"{_fmt(None if lat is None else lat.p50, '.0f'):>11} "
             f"{_fmt(None if lat is None else lat.p99, '.0f'):>8} "

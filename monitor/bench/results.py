@@ -184,6 +184,7 @@ class ReplayResult:
     windows_skipped_lagging: int | None
     events: int | None
     lost_frames: int | None
+    windows_gated: int | None = None  # carried by the change gate, no inference
 
 
 def _flattened(run: Any, result: Any) -> dict[str, Any]:

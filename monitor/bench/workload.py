@@ -191,11 +191,55 @@ def make_workload(
     return Workload(cut, rate, window_seconds, f"{what}, {rate} Hz", hop_seconds, starts)
 
 
+QUIET_FLOOR_DBFS = -50.0
+QUIET_EVENTS_PER_MINUTE = 1.5
+
+
+def quiet_home(
+    rate_hz: int,
+    seconds: float,
+    events: Sequence[tuple[float, float, float]],
+    floor_dbfs: float = QUIET_FLOOR_DBFS,
+    seed: int = RANDOM_SEED,
+) -> np.ndarray:
+    """Steady noise at `floor_dbfs` with short sounds, each (start s, length s, level dBFS):
+    a 1 kHz tone with a little noise, as a door knock or a beep adds to a quiet room."""
+    rng = np.random.default_rng(seed)
+    signal = rng.standard_normal(round(seconds * rate_hz)) * 10 ** (floor_dbfs / 20)
+    for start, length, level in events:
+        a = round(start * rate_hz)
+        b = min(len(signal), round((start + length) * rate_hz))
+        t = np.arange(b - a) / rate_hz
+        amplitude = math.sqrt(2) * 10 ** (level / 20)
+        signal[a:b] += amplitude * np.sin(2 * np.pi * 1000 * t)
+    out: np.ndarray = signal.astype(np.float32)
+    return out
+
+
+def quiet_home_events(seconds: float, seed: int = RANDOM_SEED) -> list[tuple[float, float, float]]:
+    """Sparse short sounds for a quiet home: about 1.5 a minute, 0.2-3 s long, -40 to -15 dBFS."""
+    rng = np.random.default_rng(seed)
+    count = rng.poisson(QUIET_EVENTS_PER_MINUTE * seconds / 60.0)
+    starts = np.sort(rng.uniform(0.0, max(0.0, seconds - 3.0), count))
+    return [
+        (float(start), float(rng.uniform(0.2, 3.0)), float(rng.uniform(-40.0, -15.0)))
+        for start in starts
+    ]
+
+
 def replay_audio(
-    audio: Path | None, seconds: float, window_seconds: float
+    audio: Path | None, seconds: float, window_seconds: float, soundscape: str | None = None
 ) -> tuple[np.ndarray, int, str]:
-    """`seconds` of the given audio (looped as needed) or of generated audio, for a replay;
-    with its rate and a description."""
+    """`seconds` of the given audio (looped as needed), of a generated soundscape, or of
+    generated audio, for a replay; with its rate and a description."""
+    if soundscape == "quiet-home":
+        events = quiet_home_events(seconds)
+        samples = quiet_home(GENERATED_RATE_HZ, seconds, events)
+        what = (
+            f"quiet home: noise at {QUIET_FLOOR_DBFS:g} dBFS with {len(events)} short sounds, "
+            f"{GENERATED_RATE_HZ} Hz"
+        )
+        return samples, GENERATED_RATE_HZ, what
     if audio is None:
         rate = GENERATED_RATE_HZ
         segment = max(window_seconds, 1.0)

@@ -14,6 +14,7 @@ BANDS = 24
 MIN_BAND_BINS = 4  # narrower bands are too noisy to compare over one hop
 LOW_HZ = 60.0
 RELATIVE_FLOOR_DB = 40.0
+NYQUIST_SHARE = 0.45  # of the source's rate: where its resampled audio still holds sound
 POWER_FLOOR = 1e-12  # -120 dB: digital near-silence compares equal to itself
 
 
@@ -31,7 +32,9 @@ def band_edges(frame_samples: int, sample_rate_hz: int) -> np.ndarray:
     return out
 
 
-def band_profile_db(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+def band_profile_db(
+    samples: np.ndarray, sample_rate_hz: int, max_hz: float | None = None
+) -> np.ndarray:
     """Mean power per bin of each band (dB) of `samples`, averaged over frames as power, so
     a short loud sound in a quiet hop moves it (0.1 s of a sound 30 dB above the floor in
     a 1 s hop raises its bands by 20 dB)."""
@@ -40,6 +43,11 @@ def band_profile_db(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     frames = samples[: count * frame].reshape(count, frame).astype(np.float32, copy=False)
     power = np.square(np.abs(np.fft.rfft(frames, axis=1))).mean(axis=0)
     edges = band_edges(frame, sample_rate_hz)
+    if max_hz is not None:
+        # A source resampled up to the model's rate has only filter residue above its own
+        # Nyquist: those bands' levels are noise, not sound.
+        top = int(max_hz * frame / sample_rate_hz)
+        edges = edges[edges <= max(top, int(edges[1]))]
     # Per bin, not per band: wide and narrow bands of white noise read the same.
     bands = np.add.reduceat(power[: edges[-1]], edges[:-1])[: len(edges) - 1] / np.diff(edges)
     out: np.ndarray = 10.0 * np.log10(bands / frame + POWER_FLOOR)
@@ -47,8 +55,8 @@ def band_profile_db(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
 
 
 def _band_change_db(profile: np.ndarray, reference: np.ndarray) -> float:
-    """The largest change of any band, bands far below the reference's loudest not counted:
-    above a resampled source's Nyquist there is only filter residue, whose dB value is noise."""
+    """The largest change of any band; levels far below the reference's loudest band count
+    as that floor, so a near-empty band's fluctuations are not a change."""
     floor = float(reference.max()) - RELATIVE_FLOOR_DB
     return float(np.max(np.abs(np.maximum(profile, floor) - np.maximum(reference, floor))))
 
@@ -84,7 +92,9 @@ class ChangeGate:
             span if reference is None else min(span, window.end_index - state.last_end_index)
         )
         new_samples = min(len(samples), max(FRAME_SAMPLES, round(len(samples) * new_frames / span)))
-        profile = band_profile_db(samples[-new_samples:], window.sample_rate_hz)
+        profile = band_profile_db(
+            samples[-new_samples:], window.sample_rate_hz, NYQUIST_SHARE * source_rate_hz
+        )
         changed = reference is None or _band_change_db(profile, reference) >= self.min_change_db
         if changed and reference is not None:  # a first window is no change to hold on to
             state.hold_until_index = window.end_index

@@ -234,6 +234,28 @@ def test_replay_runs_the_whole_daemon_and_reports_throughput(
     assert state in ("ON", "OFF")
 
 
+def test_the_quiet_home_soundscape_replayed_with_the_change_gate_off_and_on(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    code, report, stderr = run_bench(
+        [
+            *("--model", str(tiny_clap_dir), "--labels", "3", "--window-seconds", "2"),
+            *("--threads", "1", "--replay-minutes", "1", "--soundscape", "quiet-home"),
+            *("--change-gate", "off", "on"),
+        ],
+        tmp_path,
+    )
+    assert code == 0, stderr[-3000:]
+    assert report["replay"]["audio"].startswith("quiet home: noise at -50 dBFS")
+    off, on = report["runs"]
+    assert (off["name"], on["name"]) == ("torch/fp32", "torch/fp32+gate")
+    assert off["windows"] == on["windows"] == 59  # 2 s windows every 1 s over 60 s
+    assert off["windows_gated"] == 0 and off["windows_scored"] == 59
+    # Steady noise most of the minute: most windows carried, the rest scored.
+    assert on["windows_gated"] > on["windows_scored"] > 0
+    assert on["windows_gated"] + on["windows_scored"] == 59
+
+
 def test_a_configuration_that_cannot_run_is_one_line_not_a_crash(
     tiny_clap_dir: Path, tmp_path: Path
 ) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from monitor.bench.workload import quiet_home
 from monitor.config.window import ChangeGateConfig
 from monitor.frames import Window
 from monitor.pipeline.gate import ChangeGate, band_profile_db
-from tests.support.streams import quiet_home, windows_of
+from tests.support.streams import windows_of
 
 RATE_HZ = 16000
 WINDOW_SECONDS, HOP_SECONDS = 5.0, 1.0

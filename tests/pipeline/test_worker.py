@@ -15,6 +15,7 @@ import pytest
 
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.windowing import Windower
+from monitor.bench.workload import quiet_home
 from monitor.config import LabelSetConfig, ModelConfig
 from monitor.config.window import ChangeGateConfig
 from monitor.frames import Event, Position, Scores, Window, WindowEmbedding
@@ -25,7 +26,6 @@ from monitor.pipeline.gate import ChangeGate
 from monitor.pipeline.scoring import build_scorers
 from monitor.pipeline.worker import Feed, ScoringTiming, ScoringWorker
 from tests.support.audio import tone as support_tone
-from tests.support.streams import quiet_home
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 N = 48000

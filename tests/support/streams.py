@@ -43,23 +43,3 @@ def windows_of(
     while (window := windower.next_window(0)) is not None:
         windows.append(window)
     return windows
-
-
-def quiet_home(
-    rate_hz: int,
-    seconds: float,
-    events: list[tuple[float, float, float]],
-    floor_dbfs: float = -50.0,
-    seed: int = 3,
-) -> np.ndarray:
-    """Steady noise at `floor_dbfs` with short sounds: (start s, length s, level dBFS) each,
-    a 1 kHz tone with a little noise, as a door knock or a beep would add."""
-    rng = np.random.default_rng(seed)
-    signal = rng.standard_normal(round(seconds * rate_hz)) * 10 ** (floor_dbfs / 20)
-    for start, length, level in events:
-        a, b = round(start * rate_hz), round((start + length) * rate_hz)
-        t = np.arange(b - a) / rate_hz
-        amplitude = np.sqrt(2) * 10 ** (level / 20)
-        signal[a:b] += amplitude * np.sin(2 * np.pi * 1000 * t)
-    out: np.ndarray = signal.astype(np.float32)
-    return out
