@@ -279,6 +279,10 @@ class ClipRecorder(threading.Thread):
             if job.chunks
             else np.zeros((0, ring.channels), dtype=np.float32)
         )
+        if job.first_index is not None:
+            # Audio goes on arriving until the end event (a cooldown later): keep only what
+            # the clip wants, up to the post-roll or the cap.
+            frames = frames[: max(0, job.limit_index - job.first_index)]
         if job.first_index is None or len(frames) == 0:
             self._failed += 1
             logger.warning("clip %s: none of its audio was left to save", job.name)
@@ -294,7 +298,8 @@ class ClipRecorder(threading.Thread):
             format=self.config.format,
             pre_roll_seconds=job.pre_roll_seconds,
             post_roll_seconds=self.config.post_roll_seconds,
-            capped=job.next_index >= job.cap_index,
+            capped=job.first_index + len(frames) >= job.cap_index
+            and (job.end_index is None or job.end_index > job.cap_index),
             gap=job.gap,
         )
         path = self.root / job.name
