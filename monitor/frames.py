@@ -66,6 +66,10 @@ class Detection:
     window_start: datetime
     window_end: datetime
     model_id: str
+    # The window's absolute sample indices at its source's rate (Window.start_index and
+    # end_index): where a clip of the event is cut from the ring buffer. None when unknown.
+    window_start_index: int | None = None
+    window_end_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class Event:
     started_at: datetime
     ended_at: datetime | None = None
     detection_count: int = 1
+    # End only: the end (absolute sample index, source rate) of the last detecting window.
+    last_window_end_index: int | None = None
+    # The event's clip, relative to clips.directory, once the clip recorder has named it.
+    clip: str | None = None
 
 
 @dataclass(frozen=True)

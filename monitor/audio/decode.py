@@ -1,11 +1,11 @@
-"""Audio files through libsndfile (the only module importing soundfile): find, decode, write."""
+"""Audio files through libsndfile (the only module importing soundfile): reading and writing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -104,6 +104,25 @@ def write_pcm16(path: Path, samples: np.ndarray, rate_hz: int) -> None:
     import soundfile as sf
 
     sf.write(str(path), samples, rate_hz, subtype="PCM_16")
+
+
+# libsndfile's name and sample format of each clip format: 24-bit keeps what a microphone
+# delivers (FLAC goes no higher); Vorbis is lossy and has no sample width.
+_ENCODINGS = {"flac": ("FLAC", "PCM_24"), "wav": ("WAV", "PCM_24"), "ogg": ("OGG", "VORBIS")}
+
+
+def encode_audio(handle: BinaryIO, frames: np.ndarray, rate_hz: int, fmt: str) -> None:
+    """Encode (frames, channels) float audio as `fmt` (flac, wav, ogg) into an open binary
+    file; OSError when libsndfile cannot write it (a full disk, say)."""
+    import soundfile as sf
+
+    container, subtype = _ENCODINGS[fmt]
+    # Integer formats wrap out-of-range floats instead of clipping them; NaN has no code.
+    safe = np.clip(np.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    try:
+        sf.write(handle, safe, rate_hz, format=container, subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise OSError(f"cannot encode {fmt}: {err}") from err
 
 
 def load_clip(path: Path) -> Clip:

@@ -11,10 +11,12 @@ import numpy as np
 class RingBuffer:
     """Fixed-capacity float32 frames x channels; the writer never blocks and never allocates.
 
-    One writer (the capture callback or the file reader) and one reader (the worker). The
-    writer publishes progress by assigning plain ints after the copy, so the reader needs no
-    lock: it checks after its own copy that the region was not overwritten meanwhile (a
-    seqlock). When the reader lags, the oldest audio is overwritten and counted as lost.
+    One writer (the capture callback or the file reader) and one main reader (the worker),
+    whose read floor a lossless writer waits for; other readers (the clip recorder) may read
+    too. The writer announces the frames it is about to overwrite before its copy and
+    publishes progress after it, by assigning plain ints, so readers need no lock: each checks
+    after its own copy that the region was not being overwritten meanwhile (a seqlock). When
+    the reader lags, the oldest audio is overwritten and counted as lost.
     """
 
     def __init__(self, capacity_frames: int, channels: int, sample_rate_hz: int) -> None:
@@ -25,6 +27,9 @@ class RingBuffer:
         self.sample_rate_hz = sample_rate_hz
         self._data = np.zeros((capacity_frames, channels), dtype=np.float32)
         self._written = 0  # absolute frames written so far; only the writer assigns it
+        # One past the frames the writer may be copying in now: set before the copy, so a
+        # reader's check sees a region being overwritten even before `_written` moves.
+        self._claimed = 0
         # (frame index, wall-clock seconds) of the newest write: ties sample indices to UTC.
         self._anchor: tuple[int, float] | None = None
         self._read_floor = 0  # oldest frame the reader still needs; set by the reader
@@ -54,6 +59,7 @@ class RingBuffer:
         if frames > cap:  # only the newest `cap` frames can be kept
             block = block[frames - cap :]
         kept = block.shape[0]
+        self._claimed = self._written + frames
         start = (self._written + frames - kept) % cap
         first = min(kept, cap - start)
         self._data[start : start + first] = block[:first]
@@ -141,9 +147,9 @@ class RingBuffer:
         first = min(n, cap - start)
         out[:first] = self._data[start : start + first]
         out[first:] = self._data[: n - first]
-        # The writer may have lapped us during the copy: the copy is valid only if the
-        # region is still held now.
-        if start_index < self.oldest_frame:
+        # The writer may have lapped us during the copy, or be copying over the region now:
+        # the copy is valid only if no frame of it has been or is being overwritten.
+        if start_index < self._claimed - cap:
             return None
         return out
 

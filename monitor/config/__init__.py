@@ -1,6 +1,7 @@
 """The YAML configuration: typed pydantic sections and a loader that fails in one clear line."""
 
 from monitor.config.base import StrictModel, check_slug, looks_like_path, slugify
+from monitor.config.clips import ClipFormat, ClipsConfig
 from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
@@ -27,6 +28,8 @@ __all__ = [
     "MAX_WINDOW_SECONDS",
     "MAX_YAML_ALIASES",
     "SOURCE_TYPES",
+    "ClipFormat",
+    "ClipsConfig",
     "Config",
     "ControlConfig",
     "EventsConfig",

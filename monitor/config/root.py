@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from monitor.config.base import StrictModel, check_slug
+from monitor.config.clips import ClipsConfig
 from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
@@ -66,6 +67,10 @@ class Config(StrictModel):
         description="The profile active at start-up; None = every label set.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Local outputs.")
+    clips: ClipsConfig = Field(
+        default_factory=ClipsConfig,
+        description="Audio clips of detection events, with a JSON sidecar each; off by default.",
+    )
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Stall detection and recovery."
     )

@@ -17,6 +17,7 @@ class _Open:
     started_stream_seconds: float
     last_hit_stream_seconds: float
     count: int
+    last_hit_end_index: int | None  # the last detecting window's end sample, for its clip
 
 
 class EventTracker:
@@ -58,11 +59,20 @@ class EventTracker:
             state = self._open.get(key)
             if hit is not None:
                 if state is None:
-                    state = _Open(str(uuid.uuid4()), hit, hit, stream_seconds, stream_seconds, 1)
+                    state = _Open(
+                        str(uuid.uuid4()),
+                        hit,
+                        hit,
+                        stream_seconds,
+                        stream_seconds,
+                        1,
+                        hit.window_end_index,
+                    )
                     self._open[key] = state
                     events.append(Event("start", state.event_id, hit, started_at=hit.window_start))
                 else:
                     state.last_hit_stream_seconds = stream_seconds
+                    state.last_hit_end_index = hit.window_end_index
                     state.count += 1
                     if hit.score > state.peak.score:
                         state.peak = hit
@@ -93,4 +103,5 @@ class EventTracker:
             started_at=state.first.window_start,
             ended_at=now,
             detection_count=state.count,
+            last_window_end_index=state.last_hit_end_index,
         )

@@ -127,6 +127,8 @@ def detections_of(scores: Scores, scorer: LabelSetScorer, model_id: str) -> list
             window_start=w.start_time,
             window_end=w.end_time,
             model_id=model_id,
+            window_start_index=w.start_index,
+            window_end_index=w.end_index,
         )
         for (label, score), threshold in zip(scores.scores.items(), scorer.thresholds, strict=True)
         if score >= threshold

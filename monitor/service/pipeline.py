@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Protocol
 from monitor.audio.ringbuffer import RingBuffer
 from monitor.audio.source import Source, StreamFormat
 from monitor.audio.windowing import Windower
+from monitor.clips.layout import resolve_clips_root
+from monitor.clips.recorder import ClipRecorder, min_ring_seconds
 from monitor.config import Config, ModelConfig, SourceConfig
 from monitor.control.commands import Command
 from monitor.control.controller import LabelController, build_scorers_of, restore
 from monitor.control.journal import ChangeJournal, resolve_state_file
 from monitor.control.state import LabelState
 from monitor.errors import ConfigError
+from monitor.frames import Event
 from monitor.outputs.fanout import FanOut
 from monitor.outputs.sink import Sink
 from monitor.pipeline.events import EventTracker
@@ -84,6 +87,7 @@ class Pipeline:
     worker: ScoringWorker
     outputs: FanOut
     controller: LabelController  # live label changes and config reloads
+    clips: ClipRecorder | None = None  # clips.enabled: names each event's clip, writes it
 
 
 def build_outputs(
@@ -176,11 +180,12 @@ def build_pipeline(
             for lane in lanes
         ]
         tracker = EventTracker(config.events.cooldown_seconds, config.events.hold_seconds)
+        clips = _build_clips(config, lanes)
         worker = ScoringWorker(
             feeds,
             runner,
             tracker,
-            outputs.publish_events,
+            outputs.publish_events if clips is None else _with_clips(clips, outputs),
             max_batch=config.model.max_batch,
             on_scores=outputs.publish_scores if config.scores.enabled else None,
             min_dbfs=config.window.min_dbfs,
@@ -197,7 +202,21 @@ def build_pipeline(
             stop_source(made)
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
         raise
-    return Pipeline(lanes, worker, outputs, controller)
+    return Pipeline(lanes, worker, outputs, controller, clips)
+
+
+def _build_clips(config: Config, lanes: Sequence[Lane]) -> ClipRecorder | None:
+    """The clip recorder over every lane's ring, when clips are on (not started)."""
+    if not config.clips.enabled:
+        return None
+    root = resolve_clips_root(config.clips.directory)
+    return ClipRecorder(config.clips, root, {lane.config.id: lane.ring for lane in lanes})
+
+
+def _with_clips(clips: ClipRecorder, outputs: FanOut) -> Callable[[Sequence[Event]], None]:
+    """Events on their way out: the recorder names their clips (without blocking), then the
+    outputs publish them."""
+    return lambda events: outputs.publish_events(clips.annotate(events))
 
 
 def _build_controller(
@@ -240,8 +259,11 @@ def _finished_of(source: Source) -> Callable[[], bool]:
 
 def _open_lane(config: Config, source_cfg: SourceConfig, source: Source) -> Lane:
     fmt = source.open()
+    ring_seconds = source_cfg.buffer_seconds
+    if config.clips.enabled:  # an event's pre-roll must still be in the ring when it starts
+        ring_seconds = max(ring_seconds, min_ring_seconds(config.window.seconds, config.clips))
     ring = RingBuffer(
-        max(1, round(source_cfg.buffer_seconds * fmt.sample_rate_hz)),
+        max(1, round(ring_seconds * fmt.sample_rate_hz)),
         fmt.channels,
         fmt.sample_rate_hz,
     )

@@ -31,6 +31,7 @@ SUPERVISE_TICK_SECONDS = 0.2
 MAX_RESTART_BACKOFF_SECONDS = 30.0
 LAG_CHECK_SECONDS = 30.0
 LAG_WARN_FRACTION = 0.1
+CLIPS_LEAVE_SECONDS = 1.0  # of the shutdown budget, left to the outputs after the clips
 
 
 @dataclass
@@ -93,8 +94,11 @@ class Supervisor:
         return sum(s.restarts for s in self._lanes)
 
     def start(self) -> None:
-        """Outputs (online, initial states), then the worker, then audio into each ring."""
+        """Outputs (online, initial states), the clip writer, then the worker, then audio into
+        each ring."""
         self.pipeline.outputs.start()
+        if self.pipeline.clips is not None:
+            self.pipeline.clips.start()
         self.pipeline.worker.start()
         self.pipeline.controller.start()
         if self.observer is not None:
@@ -356,5 +360,8 @@ class Supervisor:
                 lane.ring.time_of(lane.ring.written_frames) for lane in self.pipeline.lanes
             )
             worker.close_all(datetime.fromtimestamp(newest, tz=timezone.utc))
+        if self.pipeline.clips is not None:
+            # Open clips are finished with the audio there is; the outputs keep a second.
+            self.pipeline.clips.stop(deadline - time.monotonic() - CLIPS_LEAVE_SECONDS)
         logger.info("final %s", self.snapshot().status_text())
         self.pipeline.outputs.stop(max(0.5, deadline - time.monotonic()))

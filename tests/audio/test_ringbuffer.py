@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -114,3 +115,40 @@ def test_concurrent_writer_never_yields_torn_windows() -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_second_reader_at_the_oldest_frames_never_gets_overwritten_audio() -> None:
+    """The clip recorder reads old audio (pre-roll) while the writer laps it: a read of
+    frames the writer is overwriting right now must come back None, never half-new."""
+    ring = RingBuffer(4800, 1, 48000)
+    stop = threading.Event()
+    block = 1024  # not a divisor of the capacity: overwrites straddle every read's start
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            ring.write(ramp(n, block) % 65536)
+            n += block
+
+    # Switch threads as often as possible, so the writer lands between any two steps of a read.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    checked = 0
+    try:
+        while checked < 2000:
+            start = ring.oldest_frame
+            end = min(start + 2400, ring.written_frames)
+            if end - start < 2400:
+                continue
+            out = ring.read(start, end)
+            if out is None:
+                continue
+            expected = np.arange(start, end, dtype=np.int64) % 65536
+            np.testing.assert_array_equal(out[:, 0], expected.astype(np.float32))
+            checked += 1
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from monitor.config import LabelSetConfig
@@ -10,6 +11,7 @@ from monitor.frames import Detection, Event
 from monitor.outputs.mqtt.payloads import (
     Topics,
     event_messages,
+    event_payload,
     health_messages,
     initial_state_messages,
     iso_utc,
@@ -173,3 +175,9 @@ def test_health_is_retained_json_with_the_counters_in_order() -> None:
         '{"state":"degraded","detail":"no audio","source":"mic",'
         '"time":"2026-03-01T12:00:05.250Z","windows_scored":7,"lost_frames":0}'
     )
+
+
+def test_an_end_names_its_clip_when_it_has_one() -> None:
+    end = Event("end", "e1", detection(), started_at=T, ended_at=T, clip="mic/2026-03-01/a.flac")
+    assert event_payload(end, "dev")["clip"] == "mic/2026-03-01/a.flac"
+    assert "clip" not in event_payload(replace(end, clip=None), "dev")

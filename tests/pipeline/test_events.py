@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from monitor.frames import Detection
@@ -108,3 +109,17 @@ def test_two_sources_hearing_the_same_label_are_two_events() -> None:
     assert [e.kind for e in feed(tracker, 8, [], source="kitchen")] == ["end"]
     assert feed(tracker, 8, ["dog"], source="porch") == []
     assert tracker.active == [("porch", "pets", "dog")]
+
+
+def test_the_end_knows_where_the_last_detecting_window_ended() -> None:
+    """A clip runs to the post-roll after the last detecting window, not after the peak's."""
+    tracker = EventTracker(cooldown_seconds=1.0, hold_seconds=0.0)
+    for at, score in ((5, 0.6), (6, 0.95), (7, 0.7)):
+        d = replace(
+            hit("dog", at, score), window_start_index=at * 100 - 500, window_end_index=at * 100
+        )
+        tracker.update("mic", "pets", LABELS, [d], at, T0 + timedelta(seconds=at))
+    (end,) = feed(tracker, 8, [])
+    assert end.detection.window_end_index == 600  # the peak's window
+    assert end.last_window_end_index == 700
+    assert end.clip is None

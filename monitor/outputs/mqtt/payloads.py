@@ -112,6 +112,8 @@ def event_payload(event: Event, device_id: str) -> dict[str, Any]:
         assert event.ended_at is not None
         payload["ended_at"] = iso_utc(event.ended_at)
         payload["detections"] = event.detection_count
+        if event.clip is not None:
+            payload["clip"] = event.clip  # relative to clips.directory; complete after post-roll
     return payload
 
 
