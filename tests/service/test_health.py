@@ -13,7 +13,7 @@ T = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc)
 
 
 def snapshot(delivery: DeliveryStats | None, sources: int = 1) -> Snapshot:
-    worker = WorkerStats(10, 1, 2, 3, 4, 5, 6, 7, 8, 12.4, 0.0)
+    worker = WorkerStats(10, 1, 2, 3, 4, 5, 6, 7, 8, 12.4, 0.0, -30.0)
     source = SourceStats(blocks=5, frames=100, overflows=9, last_block_monotonic=None)
     each = tuple(
         SourceSnapshot(f"mic{k}" if k else "mic", "ok", "", source, worker, 11, 1)
