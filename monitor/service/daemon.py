@@ -134,15 +134,16 @@ class Daemon:
                 status=self.notifier.status,
                 observer=observer,
                 reload_config=self._reload_config(),
-                extra_sinks=(*self.extra_sinks, *([recorder] if recorder else [])),
+                extra_sinks=(*self.extra_sinks, *([recorder] if recorder is not None else [])),
             )
             supervisor = self._supervisor = Supervisor(
                 pipeline, self.config, self.notifier, self._stop, observer
             )
-            if recorder is not None:
-                endpoint = self._serve_metrics(supervisor, recorder)
             supervisor.start()
             self._starting = False
+            if recorder is not None:
+                # Once a stop signal no longer interrupts: a server made is a server stopped.
+                endpoint = self._serve_metrics(supervisor, recorder)
             self._log_started(pipeline)
             return supervisor.supervise()
         except _StartupInterrupted:
