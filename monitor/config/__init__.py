@@ -8,6 +8,7 @@ from monitor.config.health import HealthConfig
 from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import DEFAULT_PROMPT_TEMPLATE, LabelConfig, LabelSetConfig, ScoringMode
 from monitor.config.loader import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, load_config, parse_config
+from monitor.config.metrics import DEFAULT_METRICS_PORT, MetricsConfig
 from monitor.config.model import ModelConfig
 from monitor.config.mqtt import MqttConfig, OutboxConfig, TlsConfig
 from monitor.config.output import OutputConfig
@@ -23,6 +24,7 @@ from monitor.config.source import (
 from monitor.config.window import MAX_WINDOW_SECONDS, WindowConfig
 
 __all__ = [
+    "DEFAULT_METRICS_PORT",
     "DEFAULT_PROMPT_TEMPLATE",
     "MAX_CONFIG_BYTES",
     "MAX_WINDOW_SECONDS",
@@ -38,6 +40,7 @@ __all__ = [
     "HomeAssistantConfig",
     "LabelConfig",
     "LabelSetConfig",
+    "MetricsConfig",
     "MicrophoneSourceConfig",
     "ModelConfig",
     "MqttConfig",

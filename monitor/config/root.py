@@ -13,6 +13,7 @@ from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
 from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import LabelSetConfig
+from monitor.config.metrics import MetricsConfig
 from monitor.config.model import ModelConfig
 from monitor.config.mqtt import MqttConfig
 from monitor.config.output import OutputConfig
@@ -73,6 +74,10 @@ class Config(StrictModel):
     )
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Stall detection and recovery."
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="A Prometheus endpoint with the monitor's counters, off by default.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Logging level."

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from monitor.config import (
     Config,
     HomeAssistantConfig,
+    MetricsConfig,
     MicrophoneSourceConfig,
     MqttConfig,
     OutputConfig,
@@ -85,6 +86,8 @@ def listen_config(args: argparse.Namespace, config: Config | None) -> Config:
         homeassistant=HomeAssistantConfig(enabled=False),
         scores=ScoresConfig(enabled=True),
         output=OutputConfig(json_lines=False),
+        # The daemon may be serving metrics on the config's port; listen publishes nothing.
+        metrics=MetricsConfig(),
     )
     try:
         return Config(**fields)

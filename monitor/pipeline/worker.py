@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -59,6 +59,7 @@ class ScoringTiming:
     started_monotonic: float  # scoring of the batch began
     finished_monotonic: float  # its scores and events were ready, before any output saw them
     inference_ms: float  # the model's time per window of the batch, 0 if none reached it
+    embedded: int = 0  # windows of the batch that reached the model
 
 
 class ScoringObserver(Protocol):
@@ -102,6 +103,8 @@ class _Counters:
     bad_scores: int = 0
     detections: int = 0
     events: int = 0
+    # (label set, label) -> detections: names from the config, so the keys stay few.
+    detections_by_label: dict[tuple[str, str], int] = field(default_factory=dict)
     last_ms: float = 0.0
     level_dbfs: float = -math.inf
 
@@ -198,6 +201,7 @@ class ScoringWorker(threading.Thread):
         self._first_feed = 0  # rotates, so no source is always first in a full batch
         self._last_ms = 0.0
         self._batch_ms = 0.0  # of the latest batch; 0 when none of its windows met the model
+        self._batch_embedded = 0  # windows of the latest batch that met the model
         self._last_progress = time.monotonic()
 
     def stop(self) -> None:
@@ -247,6 +251,12 @@ class ScoringWorker(threading.Thread):
                 else self._counters[source_id].level_dbfs
             ),
         )
+
+    def detections_by_label(self, source_id: str) -> dict[tuple[str, str], int]:
+        """Detections of one source so far, per (label set, label) that had any."""
+        # dict() of a dict is one C call under the GIL: a consistent copy while the worker
+        # adds keys, without a lock on the worker's side.
+        return dict(self._counters[source_id].detections_by_label)
 
     def run(self) -> None:
         try:
@@ -313,7 +323,7 @@ class ScoringWorker(threading.Thread):
         """Score a batch, hand its events on, then show the observer what was done."""
         started = time.monotonic()
         events = self.process_batch(windows)
-        timing = ScoringTiming(started, time.monotonic(), self._batch_ms)
+        timing = ScoringTiming(started, time.monotonic(), self._batch_ms, self._batch_embedded)
         self.deliver(events)
         if self.observer is not None:
             self.observer.on_scored(windows, events, timing)
@@ -376,6 +386,7 @@ class ScoringWorker(threading.Thread):
         ]
         embeddings = np.zeros((0, 0), np.float32)
         self._batch_ms = 0.0
+        self._batch_embedded = len(to_embed)
         if to_embed:
             started = time.monotonic()
             embeddings = self.embedder.embed_audio(to_embed, positions)
@@ -478,6 +489,9 @@ class ScoringWorker(threading.Thread):
             every.append(scores)
             found = detections_of(scores, scorer, self.embedder.model_id)
             counters.detections += len(found)
+            for detection in found:
+                key = (detection.label_set, detection.label)
+                counters.detections_by_label[key] = counters.detections_by_label.get(key, 0) + 1
             events += self.tracker.update(
                 window.source_id, scorer.name, scorer.labels, found, stream_seconds, window.end_time
             )

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from monitor.config import Config, load_config
 from monitor.errors import EXIT_OK
 from monitor.outputs.sink import Sink
 from monitor.service.health import Snapshot
 from monitor.service.notify import SystemdNotifier
+from monitor.service.observers import combine
 from monitor.service.pipeline import (
     ModelLoader,
     Pipeline,
@@ -25,6 +27,10 @@ from monitor.service.pipeline import (
     make_source,
 )
 from monitor.service.supervision import Supervisor
+
+if TYPE_CHECKING:
+    from monitor.service.metrics import MetricsRecorder
+    from monitor.service.prometheus import MetricsEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -117,28 +123,54 @@ class Daemon:
         Start-up errors (MonitorError) propagate once whatever was started is stopped.
         """
         supervisor: Supervisor | None = None
+        endpoint: MetricsEndpoint | None = None
+        recorder = self._metrics_recorder()
+        observer = combine(self.observer, recorder)
         try:
             pipeline = build_pipeline(
                 self.config,
                 source_factory=self.source_factory,
                 model_loader=self.model_loader,
                 status=self.notifier.status,
-                observer=self.observer,
+                observer=observer,
                 reload_config=self._reload_config(),
-                extra_sinks=self.extra_sinks,
+                extra_sinks=(*self.extra_sinks, *([recorder] if recorder is not None else [])),
             )
             supervisor = self._supervisor = Supervisor(
-                pipeline, self.config, self.notifier, self._stop, self.observer
+                pipeline, self.config, self.notifier, self._stop, observer
             )
             supervisor.start()
             self._starting = False
+            if recorder is not None:
+                # Once a stop signal no longer interrupts: a server made is a server stopped.
+                endpoint = self._serve_metrics(supervisor, recorder)
             self._log_started(pipeline)
             return supervisor.supervise()
         except _StartupInterrupted:
             logger.info("stopped during start-up")
             return EXIT_OK
         finally:
+            if endpoint is not None:
+                endpoint.stop()  # first: quick, and no scrape reads a pipeline being stopped
             self._shutdown(supervisor)
+
+    def _metrics_recorder(self) -> MetricsRecorder | None:
+        """What counts events and inference times for /metrics; None when metrics are off
+        (then prometheus_client is never imported)."""
+        if not self.config.metrics.enabled:
+            return None
+        from monitor.service.metrics import MetricsRecorder
+
+        return MetricsRecorder()
+
+    def _serve_metrics(
+        self, supervisor: Supervisor, recorder: MetricsRecorder
+    ) -> MetricsEndpoint | None:
+        from monitor.service.metrics import BuildInfo, read_metrics
+        from monitor.service.prometheus import serve_metrics
+
+        build = BuildInfo.of(self.config)
+        return serve_metrics(self.config.metrics, lambda: read_metrics(supervisor, recorder, build))
 
     def _log_started(self, pipeline: Pipeline) -> None:
         window = self.config.window

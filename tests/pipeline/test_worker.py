@@ -98,6 +98,8 @@ def test_bad_audio_is_counted_and_never_reaches_the_model(runner: ClapRunner) ->
     assert stats.windows_skipped_silent == 1
     assert stats.windows_scored == 1
     assert len(counting.seen) == 1 and np.isfinite(counting.seen[0]).all()
+    # Per label (for metrics): "a" fires at threshold 0 in the one scored window, "b" never.
+    assert worker.detections_by_label("src") == {("s", "a"): 1}
     # Skipped windows still move time on: the event ended after its cooldown.
     assert [e.kind for e in events if e.detection.label == "a"] == ["start", "end"]
     for event in events:
@@ -244,6 +246,9 @@ def test_events_leave_the_worker_by_one_path_and_the_observer_sees_each_window(
     # Every window, the silent one included, in stream order, each seen once.
     assert [w.end_index for w in seen.windows] == [N, 2 * N, 3 * N, 4 * N]
     assert all(t.started_monotonic <= t.finished_monotonic for t in seen.timings)
+    # Batches of two: the silent window never met the model, and its batch says so.
+    assert [t.embedded for t in seen.timings] == [1, 2]
+    assert all(t.inference_ms > 0 for t in seen.timings)
     assert [e.kind for batch in delivered for e in batch] == ["start"]
     assert [e for batch in delivered for e in batch] == seen.events
     assert worker.stats().windows_skipped_silent == 1
