@@ -22,9 +22,11 @@ from monitor.bench.results import (
     CompareReport,
     MonitorResult,
     ReferenceResult,
+    Roofline,
     RssMib,
     WorkloadReport,
 )
+from monitor.bench.roofline import SGEMM_SIZE, sgemm_peak_gflops
 from monitor.bench.stats import ratio, summary
 from monitor.bench.targets import evaluate_targets, is_target_workload
 from monitor.bench.workload import hop_or_default, make_workload
@@ -228,6 +230,7 @@ def run_compare(
             memory = measure_memory(spec, work_dir, run.name)
         agrees = agreement(run, reference)
         monitor.append(monitor_result(run, ref_result, memory, workload.window_seconds, agrees))
+    roofline = Roofline(reference.tower_gflop, sgemm_peak_gflops(), SGEMM_SIZE)
     env = environment(args.threads, load_before)
     if reference.torch_threads is not None:
         env = dataclasses.replace(env, torch_threads=reference.torch_threads)
@@ -252,4 +255,5 @@ def run_compare(
         targets_workload=is_target_workload(
             workload.window_seconds, len(labels), env.cpu_count, args.threads
         ),
+        roofline=roofline,
     )

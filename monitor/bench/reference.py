@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from monitor.bench.checkpoint import Checkpoint
+from monitor.bench.roofline import tower_gflop
 from monitor.bench.workload import Workload
 from monitor.config import DEFAULT_PROMPT_TEMPLATE
 
@@ -63,6 +64,7 @@ class ReferenceRun:
     scores: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     torch_threads: int | None = None
+    tower_gflop: float | None = None  # per window, counted once on the reference model
     name: str = "pipeline"
 
 
@@ -96,6 +98,7 @@ class ReferencePath:
     def finish(self) -> None:
         self.run.scores = np.stack(self.rows)
         self.run.embeddings = pipeline_audio_embeddings(self.pipe, self.windows)
+        self.run.tower_gflop = tower_gflop(self.pipe, self.windows[0])
         self.run.ok = True
 
     def release(self) -> None:

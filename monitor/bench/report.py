@@ -30,6 +30,31 @@ def cpu_line(env: Environment) -> str:
     return f"CPU: {env.cpu_model} ({isa}), {env.cpu_count} CPUs"
 
 
+def _roofline_lines(report: CompareReport) -> list[str]:
+    """The tower's work and this machine's fp32 matrix-product peak, and each path's share."""
+    roof = report.roofline
+    if roof is None or roof.tower_gflop_per_window is None:
+        return []
+    peak = roof.sgemm_peak_gflops
+    lines = [
+        "",
+        f"limit: the audio tower is {roof.tower_gflop_per_window:.1f} GFLOP per window; "
+        f"this machine's fp32 sgemm ({roof.sgemm_size}x{roof.sgemm_size}, "
+        f"{report.environment.torch_threads} threads) peaks at {_fmt(peak, '.0f')} GFLOP/s",
+    ]
+    for m in report.monitor:
+        tower = m.stages_ms.get("audio_tower") if m.ok else None
+        achieved = None if tower is None else roof.achieved_gflops(tower.median)
+        if tower is None or achieved is None:
+            continue
+        share = f" ({achieved / peak:.0%} of that peak)" if peak else ""
+        lines.append(
+            f"  {m.name:<12} audio tower {tower.median:.1f} ms = {achieved:.0f} GFLOP/s "
+            f"fp32-equivalent{share}"
+        )
+    return lines
+
+
 def format_table(report: CompareReport) -> str:
     """The comparison as readable text: both paths side by side, stages, targets."""
     work = report.workload
@@ -109,6 +134,7 @@ def format_table(report: CompareReport) -> str:
                 f"{_fmt(m.text_embedding_seconds, '.2f')} s  "
                 f"load {_fmt(m.load_seconds, '.1f')} s"
             )
+    lines += _roofline_lines(report)
     lines += [
         "",
         f"targets (for {TARGET_WINDOW_SECONDS:g} s windows, {TARGET_LABELS} labels, "

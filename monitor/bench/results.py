@@ -131,6 +131,21 @@ class WorkloadReport:
 
 
 @dataclass(frozen=True)
+class Roofline:
+    """The machine's limit beside the timings: work per window and a measured fp32 peak."""
+
+    tower_gflop_per_window: float | None  # counted on the reference model (fp32)
+    sgemm_peak_gflops: float | None  # median of a 2048x2048 fp32 torch.mm here
+    sgemm_size: int
+
+    def achieved_gflops(self, tower_ms: float | None) -> float | None:
+        """The tower's GFLOP/s at `tower_ms` per window (int8 and bf16: fp32-equivalent)."""
+        if self.tower_gflop_per_window is None or not tower_ms:
+            return None
+        return self.tower_gflop_per_window / (tower_ms / 1000.0)
+
+
+@dataclass(frozen=True)
 class CompareReport:
     """`audio-monitor bench`: the monitor's paths against the pipeline, with the targets."""
 
@@ -143,6 +158,7 @@ class CompareReport:
     monitor: tuple[MonitorResult, ...]
     targets: tuple[Target, ...]
     targets_workload: bool  # whether the workload is the one the targets are set for
+    roofline: Roofline | None = None
 
     @property
     def ok(self) -> bool:

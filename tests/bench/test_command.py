@@ -28,6 +28,7 @@ COMPARE_FIELDS = {
     "monitor",
     "targets",
     "targets_workload",
+    "roofline",
 }
 PATH_FIELDS = {"name", "ok", "error", "load_seconds", "ms", "cpu_ms", "rtf", "rss_mib"}
 MONITOR_FIELDS = PATH_FIELDS | {
@@ -185,6 +186,11 @@ def test_compare_reports_every_field_and_fp32_matches_the_pipeline(
     assert onnx_rss["met"] is None and "not measured" in onnx_rss["detail"]
     # 1.5 s windows and 4 labels are not the targets' workload: verdicts are only indicative.
     assert report["targets_workload"] is False
+    # How close to the machine's limit: the tower's work counted, a sgemm peak measured.
+    roof = report["roofline"]
+    assert roof["tower_gflop_per_window"] > 0 and roof["sgemm_peak_gflops"] > 0
+    env = report["environment"]
+    assert env["cpu_model"] and isinstance(env["cpu_isa"], list)
 
 
 def test_replay_runs_the_whole_daemon_and_reports_throughput(
