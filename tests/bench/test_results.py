@@ -99,6 +99,7 @@ def test_the_compare_json_keeps_its_documented_key_order() -> None:
         "monitor",
         "targets",
         "targets_workload",
+        "roofline",
     ]
     assert report["mode"] == "compare"
     assert list(report["reference"]["rss_mib"]) == [
