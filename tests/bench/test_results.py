@@ -20,6 +20,7 @@ from monitor.bench.results import (
     ReplayResult,
     ReplayRun,
     ReplaySettings,
+    Roofline,
     RssMib,
     SourcesReport,
     SourcesResult,
@@ -279,3 +280,16 @@ def test_the_sources_json_has_the_runs_flat_and_the_answer_per_configuration() -
         "hop_seconds": 1.0,
         "largest_sources": 1,
     }
+
+
+def test_the_roofline_says_how_close_each_path_is_to_the_machines_peak() -> None:
+    report = replace(compare_report(monitor_result()), roofline=Roofline(11.8, 100.0, 2048))
+    text = format_table(report)
+    assert "limit: the audio tower is 11.8 GFLOP per window; this machine's fp32 sgemm" in text
+    assert "peaks at 100 GFLOP/s" in text
+    # 11.8 GFLOP in 48 ms: 246 GFLOP/s, 246 % of the fp32 peak (int8 can pass it).
+    assert re.search(
+        r"torch/fp32 +audio tower 48\.0 ms = 246 GFLOP/s fp32-equivalent \(246% of that peak\)",
+        text,
+    )
+    assert "limit:" not in format_table(replace(report, roofline=Roofline(None, 100.0, 2048)))
