@@ -7,7 +7,7 @@ import platform
 import sys
 from importlib import metadata
 
-from monitor.bench.cpu import cpu_info
+from monitor.model.cpu import cpu_info
 from monitor.bench.results import Environment
 from monitor.bench.stats import memory_mib
 
