@@ -33,7 +33,7 @@ CURSOR_UP = re.compile(r"\x1b\[(\d+)A")
 
 def write_config(tmp_path: Path, **extra: Any) -> Path:
     config: dict[str, Any] = {
-        "model": {"name": "some/checkpoint"},
+        "model": {"precision": "fp32", "name": "some/checkpoint"},
         "sources": [
             {
                 "type": "file",
