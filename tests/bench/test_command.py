@@ -290,16 +290,6 @@ def test_a_configuration_that_cannot_run_is_one_line_not_a_crash(
     assert verdicts and all(t["met"] is None and t["detail"] for t in verdicts)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--sources", "1", "2"], "--sources is only used with --replay-minutes"),
-        (
-            ["--replay-minutes", "1", "--sources", "2", "0"],
-            "--sources: each K must be at least 1 (got 0)",
-        ),
-    ],
-)
 def test_precision_auto_reports_what_it_resolved_to(tiny_clap_dir: Path, tmp_path: Path) -> None:
     # Within torch only, to keep the test short: every torch precision this CPU allows.
     code, report, stderr = run_bench(
@@ -327,6 +317,16 @@ def test_precision_auto_reports_what_it_resolved_to(tiny_clap_dir: Path, tmp_pat
     assert auto["rss_mib"]["steady"] is not None  # the child loaded the resolved path
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sources", "1", "2"], "--sources is only used with --replay-minutes"),
+        (
+            ["--replay-minutes", "1", "--sources", "2", "0"],
+            "--sources: each K must be at least 1 (got 0)",
+        ),
+    ],
+)
 def test_sources_arguments_out_of_place_are_one_line(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
