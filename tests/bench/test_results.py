@@ -278,3 +278,12 @@ def test_the_sources_json_has_the_runs_flat_and_the_answer_per_configuration() -
         "hop_seconds": 1.0,
         "largest_sources": 1,
     }
+
+
+def test_an_auto_row_answers_the_targets_of_what_it_ran_as() -> None:
+    auto = replace(monitor_result("onnx/int8", rss_ratio_vs_pipeline=0.21), name="auto→onnx/int8")
+    targets = evaluate_targets([monitor_result(), auto])
+    (rss,) = [t for t in targets if t.config == "onnx/int8" and "RSS" in t.target]
+    assert (rss.value, rss.met) == (0.21, True)
+    text = format_table(compare_report(monitor_result(), auto))
+    assert "auto→onnx/int8" in text
