@@ -153,12 +153,16 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--precision",
         nargs="+",
-        choices=["fp32", "bf16", "int8"],
+        choices=["auto", "fp32", "bf16", "int8"],
         default=["fp32"],
-        help="precisions of the monitor's path to measure",
+        help="precisions of the monitor's path to measure; auto: the row shows what "
+        "model.precision auto resolves to on this machine (e.g. auto→onnx/int8)",
     )
     parser.add_argument(
-        "--backend", nargs="+", choices=["torch", "onnx"], default=["torch"], help="backends"
+        "--backend",
+        nargs="+",
+        choices=["auto", "torch", "onnx"],
+        help="backends; default: torch, and for precision auto every backend (as the daemon)",
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = default")
     parser.add_argument(

@@ -149,8 +149,8 @@ def monitor_result(
     ref_ms, ref_cpu_ms = reference.ms, reference.cpu_ms
     return MonitorResult(
         name=run.name,
-        backend=run.backend,
-        precision=run.precision,
+        backend=run.runs_as[0],
+        precision=run.runs_as[1],
         ok=run.ok,
         error=run.error,
         load_seconds=run.load_seconds,
@@ -223,7 +223,9 @@ def run_compare(
         run = path.run
         memory = None
         if run.ok:
-            cfg = model_config(checkpoint, run.backend, run.precision, args.threads, args.batch)
+            # What auto resolved to: the child must not measure every candidate again.
+            backend, precision = run.runs_as
+            cfg = model_config(checkpoint, backend, precision, args.threads, args.batch)
             spec = dataclasses.replace(
                 common, kind="monitor", model_config=cfg.model_dump(mode="json")
             )

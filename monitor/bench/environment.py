@@ -7,9 +7,9 @@ import platform
 import sys
 from importlib import metadata
 
-from monitor.bench.cpu import cpu_info
 from monitor.bench.results import Environment
 from monitor.bench.stats import memory_mib
+from monitor.model.cpu import cpu_info
 
 VERSIONED_PACKAGES = ("torch", "transformers", "onnxruntime", "numpy")
 

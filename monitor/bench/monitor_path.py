@@ -20,8 +20,14 @@ from monitor.pipeline.scoring import LabelSetScorer, build_scorers
 STAGES = ("resample", "features", "audio_tower", "scoring")
 
 
-def configurations(backends: Sequence[str], precisions: Sequence[str]) -> list[tuple[str, str]]:
-    """Every (backend, precision) asked for, each once, in the order given."""
+def configurations(
+    backends: Sequence[str] | None, precisions: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Every (backend, precision) asked for, each once, in the order given. No backends
+    given: precision auto chooses among every backend (as the daemon's default does), an
+    explicit precision runs on torch."""
+    if backends is None:
+        return [("auto" if p == "auto" else "torch", p) for p in dict.fromkeys(precisions)]
     return [(b, p) for b in dict.fromkeys(backends) for p in dict.fromkeys(precisions)]
 
 
@@ -62,10 +68,22 @@ class MonitorRun:
     features_separate: bool = False
     scores: np.ndarray | None = None
     embeddings: np.ndarray | None = None
+    # (backend, precision) that auto resolved to, once loaded; None when neither was auto.
+    resolved: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
+        asked = "auto" if self.backend == self.precision == "auto" else self.configured
+        return asked if self.resolved is None else f"{asked}→{'/'.join(self.resolved)}"
+
+    @property
+    def configured(self) -> str:
         return f"{self.backend}/{self.precision}"
+
+    @property
+    def runs_as(self) -> tuple[str, str]:
+        """The (backend, precision) that ran: what auto resolved to, else as configured."""
+        return self.resolved or (self.backend, self.precision)
 
 
 AudioStage = Callable[[Sequence[np.ndarray], Sequence[int | None] | None], Any]
@@ -154,6 +172,8 @@ class MonitorPath:
         started = time.monotonic()
         self.runner = load_clap(cfg)
         run.load_seconds = time.monotonic() - started
+        if "auto" in (run.backend, run.precision):
+            run.resolved = (str(self.runner.backend), str(self.runner.precision))
         started = time.monotonic()
         self.scorers = build_scorers(
             [bench_label_set(self.labels)], self.runner.embed_text, self.runner.logit_scale

@@ -75,25 +75,27 @@ def format_table(report: CompareReport) -> str:
     rows: list[tuple[ReferenceResult | MonitorResult, MonitorResult | None]]
     rows = [(report.reference, None)]
     rows += [(m, m) for m in report.monitor]
+    # Names such as "auto→onnx/int8" are longer than the usual "torch/fp32".
+    width = max(12, *(len(row.name) for row, _ in rows))
     speed = (
-        f"{'path':<12} {'ms/window median':>16} {'min':>8} {'max':>8} {'CPU ms':>8} "
+        f"{'path':<{width}} {'ms/window median':>16} {'min':>8} {'max':>8} {'CPU ms':>8} "
         f"{'RTF':>7} {'speedup':>8} {'(min)':>7} {'CPU speedup':>11}"
     )
     lines += ["", speed, "-" * len(speed)]
     for row, mon in rows:
         if not row.ok or row.ms is None or row.rtf is None:
-            lines.append(f"{row.name:<12} FAILED: {row.error}")
+            lines.append(f"{row.name:<{width}} FAILED: {row.error}")
             continue
         ms, cpu = row.ms, row.cpu_ms
         lines.append(
-            f"{row.name:<12} {ms.median:>16.1f} {ms.min:>8.1f} {ms.max:>8.1f} "
+            f"{row.name:<{width}} {ms.median:>16.1f} {ms.min:>8.1f} {ms.max:>8.1f} "
             f"{_fmt(None if cpu is None else cpu.median, '.1f'):>8} {row.rtf:>7.4f} "
             f"{_times(mon.speedup_vs_pipeline if mon else 1.0):>8} "
             f"{_times(mon.speedup_min_vs_pipeline if mon else 1.0):>7} "
             f"{_times(mon.cpu_speedup_vs_pipeline if mon else 1.0):>11}"
         )
     memory = (
-        f"{'path':<12} {'RSS steady':>10} {'peak':>8} {'anon':>8} {'file':>8} {'ratio':>7} "
+        f"{'path':<{width}} {'RSS steady':>10} {'peak':>8} {'anon':>8} {'file':>8} {'ratio':>7} "
         f"{'max|dscore|':>11} {'top-1':>6} {'cos min':>9}"
     )
     lines += ["", memory + "   (MiB)", "-" * len(memory)]
@@ -111,13 +113,13 @@ def format_table(report: CompareReport) -> str:
         else:
             sizes = f"{'failed':>10} {'':>8} {'':>8} {'':>8} {'':>7}"
         lines.append(
-            f"{row.name:<12} {sizes} "
+            f"{row.name:<{width}} {sizes} "
             f"{_fmt(agree.max_abs_score_diff, '.2e'):>11} "
             f"{_fmt(agree.top1_agreement, '.0%'):>6} "
             f"{_fmt(agree.embedding_cosine_min, '.6f'):>9}"
         )
         if rss.error is not None:
-            lines.append(f"{'':<12} memory: {rss.error}")
+            lines.append(f"{'':<{width}} memory: {rss.error}")
     ok_runs = [m for m in report.monitor if m.ok]
     if ok_runs:
         lines += [
@@ -128,7 +130,7 @@ def format_table(report: CompareReport) -> str:
             med = {k: None if v is None else v.median for k, v in m.stages_ms.items()}
             features = _fmt(med["features"], ".1f") if m.features_separate else "(in tower)"
             lines.append(
-                f"  {m.name:<12} resample {_fmt(med['resample'], '.1f')}  features {features}"
+                f"  {m.name:<{width}} resample {_fmt(med['resample'], '.1f')}  features {features}"
                 f"  audio tower {_fmt(med['audio_tower'], '.1f')}  scoring "
                 f"{_fmt(med['scoring'], '.3f')}  text embedding once "
                 f"{_fmt(m.text_embedding_seconds, '.2f')} s  "

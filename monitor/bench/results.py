@@ -27,7 +27,7 @@ class Environment:
 
     cpu_count: int | None
     cpu_model: str
-    cpu_isa: tuple[str, ...]  # speed-relevant vector extensions (monitor.bench.cpu)
+    cpu_isa: tuple[str, ...]  # speed-relevant vector extensions (monitor.model.cpu)
     torch_threads: int | None
     python: str
     platform: str

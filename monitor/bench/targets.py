@@ -38,6 +38,8 @@ def _target(
 def evaluate_targets(monitor: Sequence[MonitorResult]) -> list[Target]:
     """Each target against the configurations measured (met None = not measured)."""
     by_name = {m.name: m for m in monitor}
+    for m in monitor:  # an auto row (auto→onnx/int8) also answers for what it ran as
+        by_name.setdefault(f"{m.backend}/{m.precision}", m)
     targets: list[Target] = []
 
     def missing(name: str) -> str:

@@ -27,18 +27,24 @@ class ModelConfig(StrictModel):
         le=256,
         description="Intra-op threads for inference (torch or ONNX Runtime); 0 = the default.",
     )
-    precision: Literal["fp32", "bf16", "int8"] = Field(
-        default="fp32",
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
         description=(
-            "Audio tower weights: fp32 (reference scores), bf16 or int8 (dynamic quantisation "
-            "of Linear layers; faster, scores agree closely - see `audio-monitor bench`)."
+            "Audio tower weights: auto (at the first start on a machine, each precision (and "
+            "backend, with backend auto) available is timed on a few generated windows and the "
+            "fastest whose embeddings agree with fp32 is kept; the choice is cached per CPU, "
+            "checkpoint and library versions), fp32 (reference scores), bf16 (fast only on a "
+            "CPU with native bf16: avx512_bf16, amx_bf16 or Arm bf16) or int8 (dynamic "
+            "quantisation of Linear layers); see `audio-monitor bench`."
         ),
     )
-    backend: Literal["torch", "onnx"] = Field(
-        default="torch",
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
         description=(
             "torch, or onnx: the audio tower exported once to ONNX Runtime (cached), so the "
-            "daemon runs without importing torch."
+            "daemon runs without importing torch; auto: chosen with precision auto among "
+            "torch and onnx (onnx only when onnxruntime is installed), torch when the "
+            "precision is explicit."
         ),
     )
     cache_dir: Path | None = Field(

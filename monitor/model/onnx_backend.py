@@ -53,6 +53,7 @@ class OnnxClapRunner:
         model_path: Path | None,
     ) -> None:
         self.model_id = model_id
+        self.backend = "onnx"
         self.precision = str(metadata["precision"])
         self.model_path = model_path
         self._session = session

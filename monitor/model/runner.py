@@ -36,10 +36,20 @@ class ClapRunner(Protocol):
 def load_clap(cfg: ModelConfig) -> ClapRunner:
     """Load the configured CLAP checkpoint; ModelError says how to provide missing weights.
 
-    backend "torch": the audio tower in this process (monitor.model.torch_backend); backend
-    "onnx": monitor.model.onnx_backend, which never imports torch. Each backend is imported
-    only when chosen, so importing this module costs neither.
+    precision auto (and backend auto) are resolved by monitor.model.auto, which measures the
+    candidates once per machine through _load_backend. backend "torch": the audio tower in
+    this process (monitor.model.torch_backend); backend "onnx": monitor.model.onnx_backend,
+    which never imports torch. Each backend is imported only when chosen, so importing this
+    module costs neither.
     """
+    from monitor.model.auto import load_configured
+
+    runner: ClapRunner = load_configured(cfg, _load_backend)
+    return runner
+
+
+def _load_backend(cfg: ModelConfig) -> ClapRunner:
+    """The runner of a concrete backend and precision (neither is auto here)."""
     if cfg.backend == "onnx":
         from monitor.model.onnx_backend import load_onnx_runner
 

@@ -77,6 +77,7 @@ class TorchClapRunner:
         text_encoder: _TorchTextEncoder | None = None,
     ) -> None:
         self.model_id = model_id
+        self.backend = "torch"
         self.precision = precision
         # features -> L2-normalised float32 embeddings: the graph, or the eager model wrapped.
         self._tower = tower

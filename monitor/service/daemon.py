@@ -169,7 +169,7 @@ class Daemon:
         from monitor.service.metrics import BuildInfo, read_metrics
         from monitor.service.prometheus import serve_metrics
 
-        build = BuildInfo.of(self.config)
+        build = BuildInfo.of(self.config, supervisor.pipeline.model_runs_as)
         return serve_metrics(self.config.metrics, lambda: read_metrics(supervisor, recorder, build))
 
     def _log_started(self, pipeline: Pipeline) -> None:

@@ -43,7 +43,7 @@ class HistogramReading:
 
 @dataclass(frozen=True)
 class BuildInfo:
-    """What is running: the package version and the model as configured."""
+    """What is running: the package version and the model as it runs (auto resolved)."""
 
     version: str
     model: str
@@ -51,9 +51,10 @@ class BuildInfo:
     precision: str
 
     @classmethod
-    def of(cls, config: Config) -> BuildInfo:
+    def of(cls, config: Config, runs_as: tuple[str, str] | None = None) -> BuildInfo:
         m = config.model
-        return cls(__version__, m.name, m.backend, m.precision)
+        backend, precision = runs_as or (m.backend, m.precision)
+        return cls(__version__, m.name, backend, precision)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ class Pipeline:
     outputs: FanOut
     controller: LabelController  # live label changes and config reloads
     clips: ClipRecorder | None = None  # clips.enabled: names each event's clip, writes it
+    # (backend, precision) the model runs in: what model.precision auto resolved to.
+    model_runs_as: tuple[str, str] | None = None
 
 
 def build_outputs(
@@ -202,7 +204,11 @@ def build_pipeline(
             stop_source(made)
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
         raise
-    return Pipeline(lanes, worker, outputs, controller, clips)
+    runs_as = (
+        str(getattr(runner, "backend", config.model.backend)),
+        str(getattr(runner, "precision", config.model.precision)),
+    )
+    return Pipeline(lanes, worker, outputs, controller, clips, runs_as)
 
 
 def _build_clips(config: Config, lanes: Sequence[Lane]) -> ClipRecorder | None:

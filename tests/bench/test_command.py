@@ -296,6 +296,33 @@ def test_a_configuration_that_cannot_run_is_one_line_not_a_crash(
     assert verdicts and all(t["met"] is None and t["detail"] for t in verdicts)
 
 
+def test_precision_auto_reports_what_it_resolved_to(tiny_clap_dir: Path, tmp_path: Path) -> None:
+    # Within torch only, to keep the test short: every torch precision this CPU allows.
+    code, report, stderr = run_bench(
+        [
+            "--model",
+            str(tiny_clap_dir),
+            "--windows",
+            "1",
+            "--labels",
+            "2",
+            "--window-seconds",
+            "1",
+            "--backend",
+            "torch",
+            "--precision",
+            "auto",
+        ],
+        tmp_path,
+    )
+    assert code == 0, stderr[-3000:]
+    (auto,) = report["monitor"]
+    assert auto["ok"] is True
+    assert auto["backend"] == "torch" and auto["precision"] in {"fp32", "int8", "bf16"}
+    assert auto["name"] == f"torch/auto→torch/{auto['precision']}"
+    assert auto["rss_mib"]["steady"] is not None  # the child loaded the resolved path
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -293,3 +293,12 @@ def test_the_roofline_says_how_close_each_path_is_to_the_machines_peak() -> None
         text,
     )
     assert "limit:" not in format_table(replace(report, roofline=Roofline(None, 100.0, 2048)))
+
+
+def test_an_auto_row_answers_the_targets_of_what_it_ran_as() -> None:
+    auto = replace(monitor_result("onnx/int8", rss_ratio_vs_pipeline=0.21), name="auto→onnx/int8")
+    targets = evaluate_targets([monitor_result(), auto])
+    (rss,) = [t for t in targets if t.config == "onnx/int8" and "RSS" in t.target]
+    assert (rss.value, rss.met) == (0.21, True)
+    text = format_table(compare_report(monitor_result(), auto))
+    assert "auto→onnx/int8" in text

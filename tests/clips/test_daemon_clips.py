@@ -31,7 +31,7 @@ def test_the_end_message_names_a_clip_that_exists_with_its_sidecar(
     clips = tmp_path / "clips"
     config = Config.model_validate(
         {
-            "model": {"name": str(tiny_clap_dir), "torch_threads": 1},
+            "model": {"precision": "fp32", "name": str(tiny_clap_dir), "torch_threads": 1},
             "sources": [{"type": "file", "id": "yard", "path": str(audio), "realtime": False}],
             "window": {"seconds": 1.0, "hop_seconds": 0.5},
             # Threshold 0 always fires: one event from the first window to the end of the file.

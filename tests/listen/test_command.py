@@ -33,7 +33,7 @@ CURSOR_UP = re.compile(r"\x1b\[(\d+)A")
 
 def write_config(tmp_path: Path, **extra: Any) -> Path:
     config: dict[str, Any] = {
-        "model": {"name": "some/checkpoint"},
+        "model": {"precision": "fp32", "name": "some/checkpoint"},
         "sources": [
             {
                 "type": "file",
@@ -240,7 +240,7 @@ def file_config(tmp_path: Path, model_dir: Path) -> Path:
     clip = write_clip(tmp_path / "garden.wav", seconds=3.0, rate_hz=16000, channels=1)
     return write_config(
         tmp_path,
-        model={"name": str(model_dir), "torch_threads": 1},
+        model={"precision": "fp32", "name": str(model_dir), "torch_threads": 1},
         sources=[{"type": "file", "id": "garden", "path": str(clip), "loop": True}],
         window={"seconds": 1.0, "hop_seconds": 0.25},
     )

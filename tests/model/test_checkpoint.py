@@ -28,7 +28,7 @@ from monitor.model.runner import load_clap
 results = {}
 for case, name in json.loads(sys.argv[1]).items():
     try:
-        load_clap(ModelConfig(name=name))
+        load_clap(ModelConfig(precision="fp32", name=name))
         results[case] = {"error": None}
     except ModelError as err:
         results[case] = {"error": type(err).__name__, "message": str(err)}

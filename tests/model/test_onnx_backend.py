@@ -51,7 +51,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def onnx_fp32(tiny_clap_dir: Path, cache_dir: Path) -> OnnxClapRunner:
     """Cold start: the export and the prompts both go through the torch helper process."""
-    runner = load_clap(ModelConfig(name=str(tiny_clap_dir), backend="onnx", cache_dir=cache_dir))
+    runner = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), backend="onnx", cache_dir=cache_dir)
+    )
     assert isinstance(runner, OnnxClapRunner)
     runner.embed_text(PROMPTS)
     return runner
@@ -59,7 +61,7 @@ def onnx_fp32(tiny_clap_dir: Path, cache_dir: Path) -> OnnxClapRunner:
 
 @pytest.fixture(scope="module")
 def torch_fp32(tiny_clap_dir: Path, cache_dir: Path) -> Any:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+    return load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir))
 
 
 def _scores(runner: Any, windows: list[np.ndarray]) -> np.ndarray:
@@ -174,7 +176,9 @@ def test_bf16_is_a_config_error(tiny_clap_dir: Path, cache_dir: Path) -> None:
 
 
 def test_missing_directory_fails_at_once(tmp_path: Path) -> None:
-    cfg = ModelConfig(name=str(tmp_path / "nope"), backend="onnx", cache_dir=tmp_path / "cache")
+    cfg = ModelConfig(
+        precision="fp32", name=str(tmp_path / "nope"), backend="onnx", cache_dir=tmp_path / "cache"
+    )
     with pytest.raises(ModelError, match="no such directory"):
         load_clap(cfg)
 
@@ -183,7 +187,9 @@ def test_helper_failure_is_one_model_error_line(tiny_clap_dir: Path, tmp_path: P
     incomplete = tmp_path / "config-only"
     incomplete.mkdir()
     shutil.copy(tiny_clap_dir / "config.json", incomplete)
-    cfg = ModelConfig(name=str(incomplete), backend="onnx", cache_dir=tmp_path / "cache")
+    cfg = ModelConfig(
+        precision="fp32", name=str(incomplete), backend="onnx", cache_dir=tmp_path / "cache"
+    )
     with pytest.raises(ModelError) as caught:
         load_clap(cfg)
     message = str(caught.value)

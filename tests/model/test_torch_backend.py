@@ -59,7 +59,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def runner(tiny_clap_dir: Path, cache_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+    return load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,9 @@ def test_stream_positions_share_frames_and_change_no_embedding(
     tiny_clap_dir: Path, cache_dir: Path
 ) -> None:
     # max_batch 2: the positions must follow their windows into each forward pass.
-    runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=2))
+    runner = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=2)
+    )
     assert isinstance(runner, TorchClapRunner)
     windows = stream_windows(44100, 14.0)
     del windows[2]  # a skipped window
@@ -227,14 +229,14 @@ def test_torch_threads_is_applied(tiny_clap_dir: Path) -> None:
     wanted = 1 if before != 1 else 2
     seen_in_worker: list[int] = []
     try:
-        load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=wanted))
+        load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir), torch_threads=wanted))
         assert torch.get_num_threads() == wanted
         # The worker thread that runs inference must see the setting too, not only the loader.
         worker = threading.Thread(target=lambda: seen_in_worker.append(torch.get_num_threads()))
         worker.start()
         worker.join(timeout=60)
         assert seen_in_worker == [wanted]
-        load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=0))
+        load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir), torch_threads=0))
         assert torch.get_num_threads() == wanted  # 0 leaves torch's setting alone
     finally:
         torch.set_num_threads(before)
@@ -255,7 +257,9 @@ def test_the_daemon_runner_holds_a_cached_graph_and_no_model(
 def test_the_eager_runner_holds_the_audio_tower_only(tiny_clap_dir: Path, cache_dir: Path) -> None:
     from transformers import ClapAudioModelWithProjection
 
-    eager = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False))
+    eager = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False)
+    )
     assert isinstance(eager, TorchClapRunner)
     assert not eager.traced
     assert isinstance(eager._model, ClapAudioModelWithProjection)
@@ -308,7 +312,9 @@ def test_label_embeddings_come_from_the_cache(
     first = runner.embed_text(prompts)
     assert list((cache_dir / "text").glob("*.npz"))
     with caplog.at_level(logging.INFO, logger="monitor"):
-        later = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir))
+        later = load_clap(
+            ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir)
+        )
         again = later.embed_text(prompts)
     np.testing.assert_array_equal(again, first)
     messages = [r.getMessage() for r in caplog.records]
@@ -320,7 +326,9 @@ def test_text_tower_is_loaded_on_a_miss_and_dropped_when_scoring_starts(
     tiny_clap_dir: Path, tmp_path: Path
 ) -> None:
     # The eager runner loads the text tower in its own process (the graph runner never does).
-    fresh = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path, trace=False))
+    fresh = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=tmp_path, trace=False)
+    )
     assert isinstance(fresh, TorchClapRunner)
     assert fresh._text_encoder is not None
     assert fresh._text_encoder._loaded is None  # not even loaded at start
@@ -336,8 +344,12 @@ def test_padding_to_longer_prompts_does_not_change_an_embedding(
     tiny_clap_dir: Path, tmp_path: Path
 ) -> None:
     prompts = ["This is a sound of dog barking.", "the quick brown fox jumps over the lazy dog"]
-    together = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path / "a"))
-    alone = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path / "b"))
+    together = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=tmp_path / "a")
+    )
+    alone = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=tmp_path / "b")
+    )
     np.testing.assert_allclose(
         alone.embed_text(prompts[:1])[0], together.embed_text(prompts)[0], atol=1e-5
     )
@@ -349,7 +361,9 @@ def test_unwritable_cache_is_not_an_error(
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="monitor"):
-        uncached = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=blocker / "cache"))
+        uncached = load_clap(
+            ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=blocker / "cache")
+        )
         text = uncached.embed_text(["This is a sound of rain."])
     assert text.shape == (1, PROJECTION_DIM)
     assert any("not writable" in r.getMessage() for r in caplog.records)
@@ -376,8 +390,12 @@ def test_lower_precisions_agree_with_fp32(
 
 def test_max_batch_splits_a_long_batch(tiny_clap_dir: Path, cache_dir: Path) -> None:
     windows = [*WINDOWS.values(), WINDOWS["noise_1s"] * 0.5]
-    small = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=3))
-    large = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=8))
+    small = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=3)
+    )
+    large = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir, max_batch=8)
+    )
     np.testing.assert_allclose(small.embed_audio(windows), large.embed_audio(windows), atol=1e-5)
 
 
@@ -401,7 +419,7 @@ def _fused_checkpoint(tiny_clap_dir: Path, tmp_path: Path) -> Path:
 def test_fused_checkpoint_uses_its_own_extractor(tiny_clap_dir: Path, tmp_path: Path) -> None:
     fused = _fused_checkpoint(tiny_clap_dir, tmp_path)
     fused_runner = load_clap(
-        ModelConfig(name=str(fused), cache_dir=tmp_path / "cache", trace=False)
+        ModelConfig(precision="fp32", name=str(fused), cache_dir=tmp_path / "cache", trace=False)
     )
     embeddings = fused_runner.embed_audio([WINDOWS["noise_1s"], WINDOWS["chirp_10s"]])
     assert embeddings.shape == (2, PROJECTION_DIM)
@@ -448,7 +466,9 @@ def test_a_refused_graph_leaves_the_eager_model_running(
 ) -> None:
     fused = _fused_checkpoint(tiny_clap_dir, tmp_path)  # its extractor cannot be traced
     with caplog.at_level(logging.WARNING, logger="monitor.model.torch_backend"):
-        runner = load_clap(ModelConfig(name=str(fused), cache_dir=tmp_path / "cache"))
+        runner = load_clap(
+            ModelConfig(precision="fp32", name=str(fused), cache_dir=tmp_path / "cache")
+        )
     assert isinstance(runner, TorchClapRunner)
     assert not runner.traced
     assert any(
@@ -466,7 +486,7 @@ def _cached_graph(cache_dir: Path, precision: str) -> Path:
 def test_an_unusable_cached_graph_is_traced_again(
     tiny_clap_dir: Path, tmp_path: Path, caplog: Any, damage: str
 ) -> None:
-    cfg = ModelConfig(name=str(tiny_clap_dir), cache_dir=tmp_path)
+    cfg = ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=tmp_path)
     expected = load_clap(cfg).embed_audio([WINDOWS["chirp_10s"]])
     path = _cached_graph(tmp_path, "fp32")
     if damage == "truncated graph":
@@ -491,14 +511,18 @@ def test_without_a_cache_the_graph_is_traced_at_every_start(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")
-    uncached = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=blocker / "cache"))
+    uncached = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=blocker / "cache")
+    )
     assert isinstance(uncached, TorchClapRunner) and uncached.traced
     window = [WINDOWS["tone_1khz_5s"]]
     np.testing.assert_allclose(uncached.embed_audio(window), runner.embed_audio(window), atol=1e-6)
 
 
 def test_trace_false_keeps_the_eager_model(tiny_clap_dir: Path, cache_dir: Path) -> None:
-    runner = load_clap(ModelConfig(name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False))
+    runner = load_clap(
+        ModelConfig(precision="fp32", name=str(tiny_clap_dir), cache_dir=cache_dir, trace=False)
+    )
     assert isinstance(runner, TorchClapRunner)
     assert not runner.traced
     assert runner.embed_audio([WINDOWS["noise_1s"]]).shape == (1, PROJECTION_DIM)

@@ -40,7 +40,7 @@ def test_a_graph_that_disagrees_is_refused(
     # No graph can be that close: the check must refuse it.
     monkeypatch.setattr(monitor.model.trace, "TRACE_TOLERANCE", -1.0)
     with pytest.raises(Untraceable, match="traced graph differs"):
-        build_graph(ModelConfig(name=str(tiny_clap_dir)), tmp_path)
+        build_graph(ModelConfig(precision="fp32", name=str(tiny_clap_dir)), tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-written for a daemon to find
 
 
@@ -54,4 +54,4 @@ def test_a_tower_that_cannot_be_traced_is_refused(
 
     monkeypatch.setattr(torch.jit, "trace", refuse)
     with pytest.raises(Untraceable, match="tracing it failed: tracer unavailable"):
-        build_graph(ModelConfig(name=str(tiny_clap_dir)), tmp_path)
+        build_graph(ModelConfig(precision="fp32", name=str(tiny_clap_dir)), tmp_path)

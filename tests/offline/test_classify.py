@@ -103,7 +103,7 @@ def window_matrix(file: dict[str, Any], label_set: str, labels: Sequence[str]) -
 
 def write_config(tmp_path: Path, model_dir: Path) -> Path:
     config = {
-        "model": {"name": str(model_dir)},
+        "model": {"precision": "fp32", "name": str(model_dir)},
         "label_sets": [
             {
                 "name": "pets",

@@ -285,7 +285,7 @@ def test_config_templates_and_background_reach_both_modes(
     config.write_text(
         yaml.safe_dump(
             {
-                "model": {"name": str(tiny_clap_dir)},
+                "model": {"precision": "fp32", "name": str(tiny_clap_dir)},
                 "label_sets": [
                     {
                         "name": "home",

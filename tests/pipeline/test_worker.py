@@ -48,7 +48,7 @@ class CountingRunner:
 
 @pytest.fixture(scope="module")
 def runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=1))
+    return load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir), torch_threads=1))
 
 
 def make_worker(runner: ClapRunner) -> tuple[ScoringWorker, CountingRunner, list[Event]]:

@@ -52,7 +52,7 @@ class WindowLog:
 
 def config_data(model_dir: Path, clip: Path, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "model": {"name": str(model_dir), "torch_threads": 1},
+        "model": {"precision": "fp32", "name": str(model_dir), "torch_threads": 1},
         "sources": [
             {"type": "file", "id": "kitchen", "path": str(clip), "realtime": True, "loop": True}
         ],

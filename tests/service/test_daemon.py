@@ -29,7 +29,7 @@ def make_config(
     tmp_path: Path, model_dir: Path, broker: Broker | None, source: dict[str, Any], **extra: Any
 ) -> Path:
     config: dict[str, Any] = {
-        "model": {"name": str(model_dir), "torch_threads": 1},
+        "model": {"precision": "fp32", "name": str(model_dir), "torch_threads": 1},
         "source": source,
         "window": {"seconds": 4.0, "hop_seconds": 2.0},
         "label_sets": [

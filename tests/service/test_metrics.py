@@ -117,7 +117,8 @@ def make_config(tmp_path: Path, port: int, enabled: bool = True) -> Config:
     clip = write_clip(tmp_path / "kitchen.wav", 6.0, 16000, 1)
     return Config.model_validate(
         {
-            "model": {"name": "tiny"},  # the runner is handed in: the name is only shown
+            # The runner is handed in: the name is only shown.
+            "model": {"precision": "fp32", "name": "tiny"},
             "sources": [{"type": "file", "id": "kitchen", "path": str(clip), "loop": True}],
             "window": {"seconds": 1.0, "hop_seconds": 0.5},
             "label_sets": [

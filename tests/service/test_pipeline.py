@@ -27,7 +27,7 @@ RATE_HZ = 16000
 def make_config(tmp_path: Path, model_dir: Path, **source: Any) -> Config:
     return Config.model_validate(
         {
-            "model": {"name": str(model_dir), "torch_threads": 1},
+            "model": {"precision": "fp32", "name": str(model_dir), "torch_threads": 1},
             "source": {"type": "file", "id": "clip", "buffer_seconds": 4.0, **source},
             "window": {"seconds": 1.0, "hop_seconds": 0.5},
             "label_sets": [

@@ -42,7 +42,7 @@ def make_config(
 ) -> Config:
     return Config.model_validate(
         {
-            "model": {"name": str(model_dir), "torch_threads": 1},
+            "model": {"precision": "fp32", "name": str(model_dir), "torch_threads": 1},
             "sources": sources,
             "window": {"seconds": 1.0, "hop_seconds": 0.5},
             "label_sets": [

@@ -137,12 +137,12 @@ class SlowRunner:
 
 @pytest.fixture(scope="module")
 def tiny_runner(tiny_clap_dir: Path) -> ClapRunner:
-    return load_clap(ModelConfig(name=str(tiny_clap_dir), torch_threads=1))
+    return load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir), torch_threads=1))
 
 
 def make_config(model_dir: Path, broker: Broker | None, **overrides: Any) -> Config:
     data: dict[str, Any] = {
-        "model": {"name": str(model_dir)},
+        "model": {"precision": "fp32", "name": str(model_dir)},
         "source": {"type": "microphone", "id": "scripted", "buffer_seconds": 3.0},
         "window": {"seconds": 1.0, "hop_seconds": 0.5},
         "label_sets": [{"name": "s", "labels": ["a", "b"], "threshold": 1.0}],
@@ -346,7 +346,7 @@ def slow_scoring_scenario(model_dir: str) -> dict[str, Any]:
     Run in a fresh interpreter (as the daemon is): the RSS of a long pytest process moves
     with whatever earlier tests left in its allocator arenas.
     """
-    runner = load_clap(ModelConfig(name=model_dir, torch_threads=1))
+    runner = load_clap(ModelConfig(precision="fp32", name=model_dir, torch_threads=1))
     source = ScriptedSource(speed=20.0)
     slow = SlowRunner(runner, delay_seconds=0.1)
     daemon = Daemon(
@@ -481,7 +481,7 @@ def test_notify_protocol_from_the_real_process(
 ) -> None:
     clip = write_clip(tmp_path / "clip.wav", seconds=2.0, rate_hz=16000, channels=1)
     config = {
-        "model": {"name": str(tiny_clap_dir)},
+        "model": {"precision": "fp32", "name": str(tiny_clap_dir)},
         "source": {"type": "file", "path": str(clip), "loop": True},
         "window": {"seconds": 1.0, "hop_seconds": 0.5},
         "label_sets": [{"name": "s", "labels": ["a", "b"]}],

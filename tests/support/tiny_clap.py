@@ -198,7 +198,7 @@ def runner(tiny_clap_dir: Path) -> ClapRunner:
     from monitor.config import ModelConfig
     from monitor.model.runner import load_clap
 
-    return load_clap(ModelConfig(name=str(tiny_clap_dir)))
+    return load_clap(ModelConfig(precision="fp32", name=str(tiny_clap_dir)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monitor.bench.cpu import cpu_info
+from monitor.model.cpu import cpu_info
 
 XEON = """processor\t: 0
 vendor_id\t: GenuineIntel
