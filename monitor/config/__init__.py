@@ -4,6 +4,7 @@ from monitor.config.base import StrictModel, check_slug, looks_like_path, slugif
 from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
+from monitor.config.history import HistoryConfig
 from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import DEFAULT_PROMPT_TEMPLATE, LabelConfig, LabelSetConfig, ScoringMode
 from monitor.config.loader import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, load_config, parse_config
@@ -32,6 +33,7 @@ __all__ = [
     "EventsConfig",
     "FileSourceConfig",
     "HealthConfig",
+    "HistoryConfig",
     "HomeAssistantConfig",
     "LabelConfig",
     "LabelSetConfig",

@@ -10,6 +10,7 @@ from monitor.config.base import StrictModel, check_slug
 from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
+from monitor.config.history import HistoryConfig
 from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import LabelSetConfig
 from monitor.config.model import ModelConfig
@@ -68,6 +69,10 @@ class Config(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Local outputs.")
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Stall detection and recovery."
+    )
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,
+        description="Audio embeddings of the past for `audio-monitor search`, off by default.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Logging level."

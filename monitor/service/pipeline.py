@@ -17,6 +17,7 @@ from monitor.control.controller import LabelController, build_scorers_of, restor
 from monitor.control.journal import ChangeJournal, resolve_state_file
 from monitor.control.state import LabelState
 from monitor.errors import ConfigError
+from monitor.history.writer import HistoryWriter
 from monitor.outputs.fanout import FanOut
 from monitor.outputs.sink import Sink
 from monitor.pipeline.events import EventTracker
@@ -83,6 +84,7 @@ class Pipeline:
     worker: ScoringWorker
     outputs: FanOut
     controller: LabelController  # live label changes and config reloads
+    history: HistoryWriter | None = None  # keeps every window's embedding (history.enabled)
 
 
 def build_outputs(
@@ -159,7 +161,9 @@ def build_pipeline(
     state, changes = restore(config, journal)
     outputs = build_outputs(config, state, extra_sinks)
     sources: list[Source] = []
+    history: HistoryWriter | None = None
     try:
+        history = _build_history(config)  # a bad path fails before the model loads
         if status is not None:
             status("loading model")
         runner = model_loader(config.model)
@@ -184,6 +188,7 @@ def build_pipeline(
             on_scores=outputs.publish_scores if config.scores.enabled else None,
             min_dbfs=config.window.min_dbfs,
             observer=observer,
+            on_embeddings=history.submit if history is not None else None,
         )
         controller = _build_controller(
             config, state, changes, journal, runner, worker, outputs, reload_config
@@ -192,8 +197,27 @@ def build_pipeline(
         for made in sources:
             stop_source(made)
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
+        if history is not None:
+            history.store.close()  # never started: nothing queued
         raise
-    return Pipeline(lanes, worker, outputs, controller)
+    return Pipeline(lanes, worker, outputs, controller, history)
+
+
+def _build_history(config: Config) -> HistoryWriter | None:
+    """The history writer (its database opened, not started) when history is enabled."""
+    if not config.history.enabled:
+        return None
+    from monitor.history.paths import resolve_history_path
+
+    cfg = config.history
+    path = resolve_history_path(cfg.path)
+    logger.info("history: keeping every window's embedding in %s", path)
+    return HistoryWriter(
+        path,
+        model_id=config.model.name,
+        max_age_days=cfg.max_age_days,
+        max_megabytes=cfg.max_megabytes,
+    )
 
 
 def _build_controller(

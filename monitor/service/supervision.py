@@ -95,6 +95,8 @@ class Supervisor:
     def start(self) -> None:
         """Outputs (online, initial states), then the worker, then audio into each ring."""
         self.pipeline.outputs.start()
+        if self.pipeline.history is not None:
+            self.pipeline.history.start()
         self.pipeline.worker.start()
         self.pipeline.controller.start()
         if self.observer is not None:
@@ -357,4 +359,7 @@ class Supervisor:
             )
             worker.close_all(datetime.fromtimestamp(newest, tz=timezone.utc))
         logger.info("final %s", self.snapshot().status_text())
+        if self.pipeline.history is not None:
+            # The last windows reach the file before the outputs take what time is left.
+            self.pipeline.history.stop(max(0.5, (deadline - time.monotonic()) / 2))
         self.pipeline.outputs.stop(max(0.5, deadline - time.monotonic()))
