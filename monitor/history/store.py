@@ -167,26 +167,36 @@ class HistoryStore:
                 ).fetchone()
                 deleted += int(row[0])
                 self._db.execute("DELETE FROM chunks WHERE end_s < ?", (oldest_kept_s,))
-                excess = self.used_bytes() - max_bytes
-                if excess > 0:
-                    doomed: list[int] = []
-                    freed = 0
-                    rows = self._db.execute(
-                        "SELECT id, windows, length(embeddings) + length(starts) + "
-                        "length(ends) + length(levels) FROM chunks ORDER BY start_s"
-                    )
-                    for row_id, windows, size in rows:
-                        if freed >= excess:
-                            break
-                        doomed.append(row_id)
-                        freed += size
-                        deleted += windows
-                    self._db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in doomed])
+                deleted += self._shrink_to(max_bytes)
             if deleted:
-                self._db.execute("PRAGMA incremental_vacuum")
+                # Each step gives one page back; execute() would step once, a script runs
+                # every statement to its end.
+                self._db.executescript("PRAGMA incremental_vacuum;")
             return deleted
         except sqlite3.Error as err:
             raise HistoryError(f"history database {self.path}: {first_line(err)}") from err
+
+    def _shrink_to(self, max_bytes: int) -> int:
+        """Delete the oldest chunks until the pages in use fit; windows deleted. Each round
+        deletes about the excess by blob sizes, then measures the pages again."""
+        deleted = 0
+        while (excess := self.used_bytes() - max_bytes) > 0:
+            rows = self._db.execute(
+                "SELECT id, windows, length(embeddings) + length(starts) + length(ends) + "
+                "length(levels) FROM chunks ORDER BY start_s LIMIT 1000"
+            ).fetchall()
+            if not rows:
+                break
+            doomed: list[tuple[int]] = []
+            freed = 0
+            for row_id, windows, size in rows:
+                doomed.append((row_id,))
+                freed += size
+                deleted += windows
+                if freed >= excess:
+                    break
+            self._db.executemany("DELETE FROM chunks WHERE id = ?", doomed)
+        return deleted
 
     # --- reading (search) ---
 
