@@ -11,9 +11,9 @@ from monitor.search.scan import SourceScores
 # Windows whose start is at most this far after the range's end still touch it (times are
 # float seconds from sample indices: adjacent windows can differ by rounding).
 ADJACENT_SECONDS = 1e-3
-# --top N merges the best TOP_POOL_FACTOR * N windows of each text, so that the neighbours of a
-# peak (which score nearly as high) widen its range instead of each counting as a match.
-TOP_POOL_FACTOR = 20
+# --top N: a peak's range takes in the touching windows that score within this of the peak,
+# so that a sound's neighbouring windows widen its range instead of each being a match.
+TOP_DROP = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,60 @@ def above(sources: list[SourceScores], column: int, threshold: float) -> list[Ra
 
 
 def best(sources: list[SourceScores], column: int, top: int) -> list[Range]:
-    """The `top` ranges with the highest peaks: the best TOP_POOL_FACTOR * top windows (of
-    every source) merged where they overlap or touch, ranked by peak."""
-    total = sum(s.windows for s in sources)
-    if total == 0:
-        return []
-    pool = min(total, TOP_POOL_FACTOR * top)
+    """The `top` highest peaks (of every source) that lie in no better peak's range, by peak;
+    each range spans the touching windows around its peak scoring within TOP_DROP of it."""
+    found: list[Range] = []
+    if not sources:
+        return found
     every = np.concatenate([s.scores[:, column] for s in sources])
-    cut = float(np.partition(every, total - pool)[total - pool])
-    found = [r for s in sources for r in merge(s, column, s.scores[:, column] >= cut)]
-    return sorted(found, key=lambda r: (-r.peak_score, r.start_s))[:top]
+    owner = np.repeat(np.arange(len(sources)), [s.windows for s in sources])
+    offset = np.concatenate([[0], np.cumsum([s.windows for s in sources])])
+    covered = np.zeros(every.size, dtype=bool)
+    for flat in np.argsort(-every, kind="stable").tolist():
+        if len(found) == top:
+            break
+        if covered[flat]:
+            continue
+        index = int(owner[flat])
+        found.append(
+            _around(
+                sources[index],
+                column,
+                flat - int(offset[index]),
+                covered[offset[index] : offset[index + 1]],
+            )
+        )
+    return found
+
+
+def _around(scores: SourceScores, column: int, peak: int, covered: np.ndarray) -> Range:
+    """The range of the peak window: grown both ways over touching, uncovered windows that
+    score within TOP_DROP of it; marks them covered."""
+    values, starts, ends = scores.scores[:, column], scores.start_s, scores.end_s
+    floor = values[peak] - TOP_DROP
+    first = last = peak
+    while (
+        first > 0
+        and not covered[first - 1]
+        and values[first - 1] >= floor
+        and ends[first - 1] + ADJACENT_SECONDS >= starts[first]
+    ):
+        first -= 1
+    reach = float(ends[peak])
+    while (
+        last + 1 < values.size
+        and not covered[last + 1]
+        and values[last + 1] >= floor
+        and starts[last + 1] <= reach + ADJACENT_SECONDS
+    ):
+        last += 1
+        reach = max(reach, float(ends[last]))
+    covered[first : last + 1] = True
+    return Range(
+        scores.source_id,
+        float(starts[first]),
+        float(ends[first : last + 1].max()),
+        float(values[peak]),
+        float(starts[peak]),
+        last - first + 1,
+    )

@@ -78,7 +78,7 @@ def test_retention_by_size_deletes_the_oldest_of_any_source_first(tmp_path: Path
     later = T0.replace(hour=13)
     write_history(path, windows_of("porch", unit_rows(640, dim, 1), start=later), chunk_windows=64)
     # About 1.8 MB with the schema's pages: 1.5 MB costs some of kitchen's windows only.
-    writer = write_history(path, [], max_megabytes=1.5, clock=lambda: later.timestamp())
+    writer = write_history(path, [], max_megabytes=1.5, clock=later.timestamp)
     deleted = writer.stats().windows_deleted
     store = HistoryStore.open_existing(path)
     summary = store.summary()
@@ -106,5 +106,5 @@ def test_a_file_that_is_not_a_history_database_is_unusable_in_one_line(
 
 
 def test_a_missing_database_says_how_to_make_one(tmp_path: Path) -> None:
-    with pytest.raises(HistoryError, match="history.enabled"):
+    with pytest.raises(HistoryError, match=r"history\.enabled"):
         HistoryStore.open_existing(tmp_path / "none.sqlite3")
