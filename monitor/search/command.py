@@ -50,7 +50,7 @@ def run_search(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Score every stored window in range against the texts and print the matches."""
     out = out or sys.stdout
     options = options_from_args(args, time.time())
-    config = load_config(args.config) if args.config else None
+    config = load_config(args.config, require_source=False) if args.config else None
     path = (
         Path(args.history).expanduser()
         if args.history
