@@ -182,6 +182,14 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "dropping windows (hop 1 s unless --hop-seconds)",
     )
     parser.add_argument("--mqtt", help="host:port of a broker for --replay-minutes (optional)")
+    parser.add_argument(
+        "--history-days",
+        type=float,
+        metavar="D",
+        help="instead: D days of random 512-d embeddings of one source (1 s hop) through the "
+        "history writer into a temporary file, then the search path timed over them (median "
+        "of 5); reports MB per day and the insert cost per window; no model is loaded",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=_cmd_bench)
 

@@ -101,6 +101,11 @@ class HistoryWriter(threading.Thread):
             self._dropping = False
             logger.info("history writer caught up; %d window(s) dropped so far", self._dropped)
 
+    @property
+    def queued_batches(self) -> int:
+        """Batches waiting for this thread (a producer may pace itself on it)."""
+        return self._queue.qsize()
+
     def stats(self) -> WriterStats:
         return WriterStats(
             self._written,
