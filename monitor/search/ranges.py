@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,9 @@ ADJACENT_SECONDS = 1e-3
 # --top N: a peak's range takes in the touching windows that score within this of the peak,
 # so that a sound's neighbouring windows widen its range instead of each being a match.
 TOP_DROP = 0.05
+# Windows ranked before falling back to sorting them all: a full sort of a week of windows
+# costs more than the rest of the ranking.
+TOP_CANDIDATES_PER_MATCH = 64
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def best(sources: list[SourceScores], column: int, top: int) -> list[Range]:
     owner = np.repeat(np.arange(len(sources)), [s.windows for s in sources])
     offset = np.concatenate([[0], np.cumsum([s.windows for s in sources])])
     covered = np.zeros(every.size, dtype=bool)
-    for flat in np.argsort(-every, kind="stable").tolist():
+    for flat in _descending(every, TOP_CANDIDATES_PER_MATCH * top):
         if len(found) == top:
             break
         if covered[flat]:
@@ -119,3 +123,18 @@ def _around(scores: SourceScores, column: int, peak: int, covered: np.ndarray) -
         float(starts[peak]),
         last - first + 1,
     )
+
+
+def _descending(values: np.ndarray, first: int) -> Iterator[int]:
+    """Indices of `values` from the highest down: the best `first` by a partial sort, then
+    (rarely needed) the rest."""
+    if first < values.size:
+        part = np.argpartition(-values, first)[:first]
+        head = part[np.argsort(-values[part], kind="stable")]
+        yield from head.tolist()
+        rest = np.ones(values.size, dtype=bool)
+        rest[head] = False
+        index = np.flatnonzero(rest)
+        yield from index[np.argsort(-values[index], kind="stable")].tolist()
+    else:
+        yield from np.argsort(-values, kind="stable").tolist()

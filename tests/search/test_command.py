@@ -23,8 +23,9 @@ TEXT = "glass breaking"
 
 def make_config(tmp_path: Path, model_dir: Path | str, history: Path) -> Path:
     path = tmp_path / "config.yaml"
+    cache = json.dumps(str(tmp_path / "cache"))
     path.write_text(
-        f"model: {{name: {json.dumps(str(model_dir))}, cache_dir: {json.dumps(str(tmp_path / 'cache'))}}}\n"
+        f"model: {{name: {json.dumps(str(model_dir))}, cache_dir: {cache}}}\n"
         f"history: {{enabled: true, path: {json.dumps(str(history))}}}\n"
         "label_sets: [{name: x, labels: [a, b]}]\n"
     )
