@@ -150,4 +150,6 @@ def _when(seconds: float | None) -> str:
 
 def _range_text(options: SearchOptions) -> str:
     source = "" if options.source_id is None else f" of {options.source_id}"
-    return f"{source} from {_when(options.since_s)} to {_when(options.until_s)}"
+    since = "the first window" if options.since_s is None else _when(options.since_s)
+    until = "now" if options.until_s is None else _when(options.until_s)
+    return f"{source} from {since} to {until}"
