@@ -1,4 +1,5 @@
-"""The `audio-monitor` command line: run, listen, check-config, devices, classify, eval, bench."""
+"""The `audio-monitor` command line: run, listen, check-config, devices, classify, eval, search,
+bench."""
 
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen_parser(sub)
     _add_classify_parser(sub)
     _add_eval_parser(sub)
+    _add_search_parser(sub)
     _add_bench_parser(sub)
     return parser
 
@@ -198,6 +200,14 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "and/or on (its defaults), to compare CPU per audio hour",
     )
     parser.add_argument("--mqtt", help="host:port of a broker for --replay-minutes (optional)")
+    parser.add_argument(
+        "--history-days",
+        type=float,
+        metavar="D",
+        help="instead: D days of random 512-d embeddings of one source (1 s hop) through the "
+        "history writer into a temporary file, then the search path timed over them (median "
+        "of 5); reports MB per day and the insert cost per window; no model is loaded",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=_cmd_bench)
 
@@ -285,6 +295,52 @@ def _add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(func=_cmd_eval)
 
 
+def _add_search_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "search",
+        help="find sounds in the past by free text (the audio embeddings kept by history:)",
+        description="Score every window kept by history: against each TEXT and print the time "
+        "ranges where consecutive windows match, per source, with the clips that cover them. "
+        "Scores mean what the daemon's do: by default a text's score is the cosine of its "
+        "embedding with the window's (squeezed into (0, 0.05) below 0.05), as for a label set "
+        "in absolute mode without background labels; --softmax: a softmax over the texts.",
+    )
+    parser.add_argument("texts", nargs="+", metavar="TEXT", help="what to look for, in words")
+    parser.add_argument(
+        "--config", "-c", help="YAML config: its model, history.path and clips directory"
+    )
+    parser.add_argument("--history", help="the history database; overrides the config's")
+    parser.add_argument(
+        "--since", help="from: a duration back from now (90s, 30m, 24h, 7d, 2w) or ISO-8601"
+    )
+    parser.add_argument("--until", help="to: the same forms as --since; default now")
+    parser.add_argument("--source", help="only this source id")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="every range whose windows score at least T, by time",
+    )
+    choice.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="the N best ranges per text, by peak score (the default, with N=10, when "
+        "neither --threshold nor --top is given)",
+    )
+    parser.add_argument(
+        "--softmax",
+        action="store_true",
+        help="with several texts: a softmax over them with the checkpoint's logit scale",
+    )
+    parser.add_argument("--clips", help="clips directory (default: the config's clips.directory)")
+    parser.add_argument(
+        "--format", choices=["table", "json", "csv"], default="table", help="output format"
+    )
+    parser.set_defaults(func=_cmd_search)
+
+
 def _cmd_listen(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     from monitor.listen.command import run_listen
@@ -296,6 +352,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from monitor.offline.classify import run_classify
 
     return run_classify(args)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from monitor.search.command import run_search
+
+    return run_search(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

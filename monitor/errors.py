@@ -34,6 +34,12 @@ class ModelError(MonitorError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class HistoryError(MonitorError):
+    """The history database cannot be opened, read or written (or holds nothing to search)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type when the message is empty)."""
     text = str(err).strip()

@@ -65,6 +65,9 @@ def check_args(args: argparse.Namespace) -> None:
 def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`audio-monitor bench`: 0 when every path ran, 1 when one of them failed."""
     out = out or sys.stdout
+    days = getattr(args, "history_days", None)
+    if days is not None:
+        return _run_history(days, args.json, out)
     check_args(args)
     # One BLAS thread: numpy's pool spinning after a matmul slows the next torch call.
     prepare_for_inference()
@@ -86,3 +89,17 @@ def run_bench(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out.write(json.dumps(report.as_json(), indent=2) + "\n" if args.json else text)
     out.flush()
     return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _run_history(days: float, as_json: bool, out: TextIO) -> int:
+    """`bench --history-days`: no model; the history writer and the search path."""
+    from monitor.bench.history import run_history_bench
+    from monitor.bench.report import format_history
+
+    if not 0 < days <= 366:
+        raise ConfigError(f"--history-days: must be in (0, 366] (got {days:g})")
+    with tempfile.TemporaryDirectory(prefix="audio-monitor-bench-history-") as tmp:
+        report = run_history_bench(days, Path(tmp))
+    out.write(json.dumps(report.as_json(), indent=2) + "\n" if as_json else format_history(report))
+    out.flush()
+    return EXIT_OK

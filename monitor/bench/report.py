@@ -6,6 +6,7 @@ from monitor.bench.results import (
     Agreement,
     CompareReport,
     Environment,
+    HistoryBenchReport,
     MonitorResult,
     ReferenceResult,
     ReplayReport,
@@ -250,3 +251,21 @@ def format_sources(report: SourcesReport) -> str:
         "peak RSS during the run, model load included.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def format_history(report: HistoryBenchReport) -> str:
+    """The history bench as a few lines, each figure beside its target."""
+    runs = ", ".join(f"{t:.3f}" for t in report.search_seconds)
+    return (
+        f"history: {report.days:g} day(s) of {report.sources} source at a "
+        f"{report.hop_seconds:g} s hop = {report.windows} windows of {report.dim}-d float16\n"
+        f"CPU: {report.cpu_model}, {report.cpu_count} CPU(s); load after: "
+        f"{report.load_average_after}\n"
+        f"search (read + score every window, top 10): median {report.search_median_seconds:.3f} s "
+        f"(target <= {report.search_target_seconds:g} s); runs: {runs}\n"
+        f"file: {report.file_megabytes:.1f} MB = {report.megabytes_per_source_day:.1f} MB per "
+        f"source per day (target <= {report.megabytes_target:g})\n"
+        f"insert: {report.insert_ms_per_window:.4f} ms per window on the writer thread "
+        f"(flushes of {report.flush_windows} windows); on_embeddings on the worker thread: "
+        f"{report.submit_us_per_batch:.1f} us per batch of 4\n"
+    )

@@ -319,3 +319,29 @@ class SourcesReport:
         out = asdict(self)
         out["runs"] = [run.as_json() for run in self.runs]
         return out
+
+
+@dataclass(frozen=True)
+class HistoryBenchReport:
+    """`bench --history-days`: the real writer filling a file, the real search path reading it."""
+
+    cpu_model: str
+    cpu_count: int | None
+    days: float
+    sources: int
+    windows: int  # per source
+    dim: int
+    hop_seconds: float
+    flush_windows: int  # windows per source per flush (the daemon's FLUSH_SECONDS of windows)
+    file_megabytes: float
+    megabytes_per_source_day: float
+    insert_ms_per_window: float  # writer thread: rows built and written, per window
+    submit_us_per_batch: float  # worker thread: on_embeddings (queueing only), per batch of 4
+    search_seconds: tuple[float, ...]  # each run: read and score every window, rank the top 10
+    search_median_seconds: float
+    search_target_seconds: float
+    megabytes_target: float
+    load_average_after: tuple[float, ...] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)

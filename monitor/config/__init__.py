@@ -5,6 +5,7 @@ from monitor.config.clips import ClipFormat, ClipsConfig
 from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
+from monitor.config.history import HistoryConfig
 from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import DEFAULT_PROMPT_TEMPLATE, LabelConfig, LabelSetConfig, ScoringMode
 from monitor.config.loader import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, load_config, parse_config
@@ -37,6 +38,7 @@ __all__ = [
     "EventsConfig",
     "FileSourceConfig",
     "HealthConfig",
+    "HistoryConfig",
     "HomeAssistantConfig",
     "LabelConfig",
     "LabelSetConfig",

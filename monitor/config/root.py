@@ -11,6 +11,7 @@ from monitor.config.clips import ClipsConfig
 from monitor.config.control import ControlConfig, ProfileConfig
 from monitor.config.events import EventsConfig
 from monitor.config.health import HealthConfig
+from monitor.config.history import HistoryConfig
 from monitor.config.homeassistant import HomeAssistantConfig
 from monitor.config.labels import LabelSetConfig
 from monitor.config.metrics import MetricsConfig
@@ -78,6 +79,10 @@ class Config(StrictModel):
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,
         description="A Prometheus endpoint with the monitor's counters, off by default.",
+    )
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,
+        description="Audio embeddings of the past for `audio-monitor search`, off by default.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Logging level."

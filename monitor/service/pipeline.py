@@ -20,6 +20,7 @@ from monitor.control.journal import ChangeJournal, resolve_state_file
 from monitor.control.state import LabelState
 from monitor.errors import ConfigError
 from monitor.frames import Event
+from monitor.history.writer import HistoryWriter
 from monitor.outputs.fanout import FanOut
 from monitor.outputs.sink import Sink
 from monitor.pipeline.events import EventTracker
@@ -90,6 +91,7 @@ class Pipeline:
     clips: ClipRecorder | None = None  # clips.enabled: names each event's clip, writes it
     # (backend, precision) the model runs in: what model.precision auto resolved to.
     model_runs_as: tuple[str, str] | None = None
+    history: HistoryWriter | None = None  # keeps every window's embedding (history.enabled)
 
 
 def build_outputs(
@@ -166,7 +168,9 @@ def build_pipeline(
     state, changes = restore(config, journal)
     outputs = build_outputs(config, state, extra_sinks)
     sources: list[Source] = []
+    history: HistoryWriter | None = None
     try:
+        history = _build_history(config)  # a bad path fails before the model loads
         if status is not None:
             status("loading model")
         runner = model_loader(config.model)
@@ -195,6 +199,7 @@ def build_pipeline(
             gate=ChangeGate(config.window.change_gate)
             if config.window.change_gate.enabled
             else None,
+            on_embeddings=history.submit if history is not None else None,
         )
         controller = _build_controller(
             config, state, changes, journal, runner, worker, outputs, reload_config
@@ -203,12 +208,14 @@ def build_pipeline(
         for made in sources:
             stop_source(made)
         outputs.stop(BUILD_FAILED_STOP_SECONDS)
+        if history is not None:
+            history.store.close()  # never started: nothing queued
         raise
     runs_as = (
         str(getattr(runner, "backend", config.model.backend)),
         str(getattr(runner, "precision", config.model.precision)),
     )
-    return Pipeline(lanes, worker, outputs, controller, clips, runs_as)
+    return Pipeline(lanes, worker, outputs, controller, clips, runs_as, history)
 
 
 def _build_clips(config: Config, lanes: Sequence[Lane]) -> ClipRecorder | None:
@@ -223,6 +230,23 @@ def _with_clips(clips: ClipRecorder, outputs: FanOut) -> Callable[[Sequence[Even
     """Events on their way out: the recorder names their clips (without blocking), then the
     outputs publish them."""
     return lambda events: outputs.publish_events(clips.annotate(events))
+
+
+def _build_history(config: Config) -> HistoryWriter | None:
+    """The history writer (its database opened, not started) when history is enabled."""
+    if not config.history.enabled:
+        return None
+    from monitor.history.paths import resolve_history_path
+
+    cfg = config.history
+    path = resolve_history_path(cfg.path)
+    logger.info("history: keeping every window's embedding in %s", path)
+    return HistoryWriter(
+        path,
+        model_id=config.model.name,
+        max_age_days=cfg.max_age_days,
+        max_megabytes=cfg.max_megabytes,
+    )
 
 
 def _build_controller(

@@ -99,6 +99,8 @@ class Supervisor:
         self.pipeline.outputs.start()
         if self.pipeline.clips is not None:
             self.pipeline.clips.start()
+        if self.pipeline.history is not None:
+            self.pipeline.history.start()
         self.pipeline.worker.start()
         self.pipeline.controller.start()
         if self.observer is not None:
@@ -364,4 +366,7 @@ class Supervisor:
             # Open clips are finished with the audio there is; the outputs keep a second.
             self.pipeline.clips.stop(deadline - time.monotonic() - CLIPS_LEAVE_SECONDS)
         logger.info("final %s", self.snapshot().status_text())
+        if self.pipeline.history is not None:
+            # The last windows reach the file before the outputs take what time is left.
+            self.pipeline.history.stop(max(0.5, (deadline - time.monotonic()) / 2))
         self.pipeline.outputs.stop(max(0.5, deadline - time.monotonic()))

@@ -1,0 +1,1 @@
+"""History: every scored window's audio embedding kept in SQLite for free-text search."""
