@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from monitor.config import slugify
+from monitor.config.paths import state_path
 from monitor.frames import Event
 
 SIDECAR_SUFFIX = ".json"
@@ -14,15 +14,7 @@ SIDECAR_SUFFIX = ".json"
 
 def resolve_clips_root(directory: Path | None, environ: Mapping[str, str] | None = None) -> Path:
     """The configured directory, else $STATE_DIRECTORY/clips, else ~/.local/state/..."""
-    env = os.environ if environ is None else environ
-    if directory is not None:
-        return directory.expanduser()
-    # systemd passes one path per StateDirectory= entry, separated by ':'.
-    state = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / "clips"
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return home / ".local" / "state" / "audio-monitor" / "clips"
+    return state_path(directory, "clips", environ=environ)
 
 
 def clip_name(start: Event, fmt: str) -> str:

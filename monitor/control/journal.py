@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from monitor.atomic import write_json_atomic
 from monitor.config import slugify
+from monitor.config.paths import state_path
 from monitor.control.commands import Command, CommandError, Reset, Show, parse_command
 
 logger = logging.getLogger(__name__)
@@ -21,15 +21,8 @@ def resolve_state_file(
     configured: Path | None, device_id: str, environ: Mapping[str, str] | None = None
 ) -> Path:
     """control.state_file, else under $STATE_DIRECTORY, else ~/.local/state/audio-monitor."""
-    env = os.environ if environ is None else environ
-    if configured is not None:
-        return configured.expanduser()
     name = f"{slugify(device_id) or 'monitor'}.json"
-    state = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / "control" / name
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return home / ".local" / "state" / "audio-monitor" / "control" / name
+    return state_path(configured, "control", name, environ=environ)
 
 
 def kept(changes: Sequence[Command], command: Command) -> list[Command]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from monitor.service.notify import SystemdNotifier
 from tests.support.audio import write_clip
 from tests.support.broker import Broker, Subscriber
 from tests.support.daemons import Running
-from tests.support.processes import PipeLines, monitor_command
+from tests.support.processes import PipeLines
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -169,28 +168,6 @@ def test_a_label_added_over_mqtt_is_detected_without_a_gap_and_kept_across_a_res
     assert again.pipeline is not None
     assert again.pipeline.worker.scorers("kitchen")[0].labels == ("doorbell", kettle)
     second.stop()
-
-
-@pytest.fixture
-def run_monitor() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(config: Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [*monitor_command(), "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_sighup_applies_a_good_file_and_refuses_a_bad_one(

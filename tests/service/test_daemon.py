@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import yaml
 from monitor.errors import EXIT_UNAVAILABLE
 from tests.support.audio import write_clip
 from tests.support.broker import Broker, ReceivedMessage, Subscriber
-from tests.support.processes import monitor_command
 
 PREFIX = "e2e"
 DEVICE = "dev1"
@@ -61,29 +59,6 @@ def make_config(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@pytest.fixture
-def run_monitor() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-        proc = subprocess.Popen(
-            [*monitor_command(), "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=full_env,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def parse_utc(text: str) -> datetime:

@@ -1,14 +1,18 @@
-"""A Daemon run in a background thread of the test process, and stopped as a signal would."""
+"""Daemons for tests: in a thread of the test process, or as `audio-monitor run` children."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from monitor.service.daemon import Daemon
+from tests.support.processes import monitor_command
 
 
 class Running:
@@ -44,3 +48,28 @@ def daemons() -> Iterator[list[Running]]:
     for run in running:
         if run.thread.is_alive():
             run.stop()
+
+
+@pytest.fixture
+def run_monitor() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts `audio-monitor run --config FILE` children (stdout and stderr piped, offline);
+    those still running at the test's end are killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        proc = subprocess.Popen(
+            [*monitor_command(), "run", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

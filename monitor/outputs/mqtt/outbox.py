@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.config import OutboxConfig
+from monitor.config.paths import state_path
 from monitor.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -34,15 +35,7 @@ _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 
 def resolve_outbox_root(directory: Path | None, environ: Mapping[str, str] | None = None) -> Path:
     """The configured directory, else $STATE_DIRECTORY/outbox, else ~/.local/state/..."""
-    env = os.environ if environ is None else environ
-    if directory is not None:
-        return directory.expanduser()
-    # systemd passes one path per StateDirectory= entry, separated by ':'.
-    state = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / "outbox"
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return home / ".local" / "state" / "audio-monitor" / "outbox"
+    return state_path(directory, "outbox", environ=environ)
 
 
 def namespace_for(client_id: str) -> str:
