@@ -454,6 +454,6 @@ def load_configured(cfg: ModelConfig, load: Loader, cpu: CpuInfo | None = None) 
         return load_auto(cfg, load, cpu)
     if cfg.backend == "auto":
         cfg = cfg.model_copy(update={"backend": "torch"})
-    if cfg.precision == "bf16":
+    if cfg.precision == "bf16" and cfg.backend == "torch":  # onnx refuses bf16 itself
         return load_bf16(cfg, load, cpu)
     return load(cfg)
