@@ -70,8 +70,11 @@ def test_scores_equal_the_daemons_on_the_stored_windows_and_filters_apply(
     }
     scanned = score_chunks(chunks, text_scorer((TEXT,), text, False, 1.0))
     for source_scores in scanned:
+        # float32 sums in another order (a product per stored row against one over the
+        # whole source: BLAS blocks them differently) differ in the last digits only, far
+        # below the float16 storage's own resolution (about 1e-3).
         np.testing.assert_allclose(
-            source_scores.scores[:, 0], direct[source_scores.source_id], atol=1e-6
+            source_scores.scores[:, 0], direct[source_scores.source_id], atol=2e-5
         )
 
     clips = tmp_path / "clips"
