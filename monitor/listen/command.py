@@ -78,7 +78,7 @@ def listen_config(args: argparse.Namespace, config: Config | None) -> Config:
         {name: getattr(config, name) for name in Config.model_fields} if config else {}
     )
     fields.update(
-        model=model_from_args(args, config),
+        model=model_from_args(args, config, reproducible=False),
         source=None,
         sources=sources,
         label_sets=label_sets,

@@ -30,14 +30,22 @@ def config_from_args(args: argparse.Namespace) -> Config | None:
     return load_config(args.config, require_source=False)
 
 
-def model_from_args(args: argparse.Namespace, config: Config | None) -> ModelConfig:
+def model_from_args(
+    args: argparse.Namespace, config: Config | None, *, reproducible: bool = True
+) -> ModelConfig:
     """--model overrides the config's model, which defaults to laion/clap-htsat-unfused.
 
     --batch-size becomes the runner's max_batch: otherwise the runner would split the
-    offline commands' batches again at the daemon's default size.
+    offline commands' batches again at the daemon's default size. `reproducible`: precision
+    auto becomes fp32 (backend auto torch), so classify and eval give the same scores on
+    every machine; auto picks by speed among paths that agree only within cosine 0.999.
     """
     base = config.model if config is not None else ModelConfig()
     update: dict[str, Any] = {}
+    if reproducible and base.precision == "auto":
+        update["precision"] = "fp32"
+        if base.backend == "auto":
+            update["backend"] = "torch"
     if getattr(args, "model", None):
         update["name"] = args.model
     if getattr(args, "batch_size", None) is not None:

@@ -604,3 +604,22 @@ def test_batch_size_reaches_the_runner() -> None:
     args = argparse.Namespace(model=None, batch_size=16)
     assert model_from_args(args, None).max_batch == 16
     assert model_from_args(argparse.Namespace(model="x", batch_size=None), None).max_batch == 4
+
+
+def test_offline_scores_are_fp32_when_the_config_says_auto() -> None:
+    import argparse
+
+    from monitor.config import Config
+    from monitor.offline.common import model_from_args
+
+    config = Config.model_validate({"label_sets": [{"name": "s", "labels": ["a", "b"]}]})
+    args = argparse.Namespace(model=None, batch_size=None)
+    assert (config.model.precision, config.model.backend) == ("auto", "auto")
+    offline = model_from_args(args, config)
+    assert (offline.precision, offline.backend) == ("fp32", "torch")
+    live = model_from_args(args, config, reproducible=False)
+    assert (live.precision, live.backend) == ("auto", "auto")
+    explicit = Config.model_validate(
+        {"model": {"precision": "int8"}, "label_sets": [{"name": "s", "labels": ["a", "b"]}]}
+    )
+    assert model_from_args(args, explicit).precision == "int8"
