@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -43,6 +44,11 @@ class Window:
         return (self.source_id, self.model_start_index)
 
 
+def top_labels(scores: Mapping[str, float], k: int) -> list[tuple[str, float]]:
+    """The k best (label, score) pairs, best first; ties keep the set's label order."""
+    return sorted(scores.items(), key=lambda item: -item[1])[:k]
+
+
 @dataclass(frozen=True)
 class Scores:
     """The scores of one window against one label set (label -> score, in config order)."""
@@ -50,6 +56,9 @@ class Scores:
     window: Window
     label_set: str
     scores: dict[str, float]
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        return top_labels(self.scores, k)
 
 
 @dataclass(frozen=True)

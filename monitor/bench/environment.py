@@ -25,18 +25,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_average() -> tuple[float, ...] | None:
     """The 1, 5 and 15 minute load averages, rounded (None where the platform has none)."""
     try:

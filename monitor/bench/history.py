@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bench.environment import cpu_model, load_average
+from monitor.bench.environment import load_average
 from monitor.bench.results import HistoryBenchReport
 from monitor.frames import WindowEmbedding
 from monitor.history.store import HistoryStore
 from monitor.history.writer import FLUSH_SECONDS, HistoryWriter
+from monitor.model.cpu import cpu_info
 from monitor.search.ranges import best
 from monitor.search.results import DEFAULT_TOP
 from monitor.search.scan import score_chunks, text_scorer
@@ -80,7 +81,7 @@ def run_history_bench(days: float, work: Path, runs: int = 5) -> HistoryBenchRep
             store.close()
         timings.append(time.perf_counter() - started)
     return HistoryBenchReport(
-        cpu_model=cpu_model(),
+        cpu_model=cpu_info().model,
         cpu_count=os.cpu_count(),
         days=days,
         sources=1,

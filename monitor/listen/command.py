@@ -24,13 +24,17 @@ from monitor.config import (
 from monitor.errors import ConfigError
 from monitor.frames import Event, Scores
 from monitor.listen.view import SourceView, View, render, render_plain, source_view
-from monitor.offline.common import adhoc_label_set, config_from_args, model_from_args
+from monitor.offline.common import (
+    ADHOC_SET_NAME,
+    adhoc_label_set,
+    config_from_args,
+    model_from_args,
+)
 from monitor.outputs.sink import HealthReport, Sink
 from monitor.service.daemon import Daemon
 
 logger = logging.getLogger(__name__)
 
-ADHOC_SET_NAME = "labels"
 REDRAW_SECONDS = 0.25  # at most four redraws a second, whatever the number of sources
 TerminalSize = Callable[[], tuple[int, int]]
 

@@ -51,10 +51,7 @@ def source_view(scores: Sequence[Scores], top_k: int) -> SourceView:
         window.source_id,
         window.end_time,
         rms_dbfs(window.samples),
-        tuple(
-            SetView(s.label_set, tuple(sorted(s.scores.items(), key=lambda kv: -kv[1])[:top_k]))
-            for s in scores
-        ),
+        tuple(SetView(s.label_set, tuple(s.top(top_k))) for s in scores),
     )
 
 

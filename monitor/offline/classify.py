@@ -18,8 +18,10 @@ import numpy as np
 from monitor.audio.decode import MAX_WINDOW_SECONDS, clip_windows, find_audio_files, load_clip
 from monitor.config import Config, LabelSetConfig
 from monitor.errors import EXIT_FAILURE, EXIT_OK, ConfigError, SourceError
+from monitor.frames import top_labels
 from monitor.model.runner import load_clap
 from monitor.offline.common import (
+    ADHOC_SET_NAME,
     adhoc_label_set,
     config_from_args,
     embed_in_batches,
@@ -37,7 +39,6 @@ SetScores = dict[str, dict[str, float]]  # label set -> label -> score
 AudioEmbedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 SILENCE_MESSAGE = "digital silence"
-ADHOC_SET_NAME = "labels"
 CSV_COLUMNS = (
     "path",
     "status",
@@ -322,11 +323,6 @@ def classify_files(
 
 # ---------------------------------------------------------------------------------------------
 # Output formats
-
-
-def top_labels(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
-    """The k best (label, score) pairs, best first; ties keep the set's label order."""
-    return sorted(scores.items(), key=lambda item: -item[1])[:k]
 
 
 def _seconds(value: float) -> str:

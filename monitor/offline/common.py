@@ -53,6 +53,9 @@ def model_from_args(
     return base.model_copy(update=update) if update else base
 
 
+ADHOC_SET_NAME = "labels"  # the one label set built from --labels
+
+
 def adhoc_label_set(
     name: str,
     labels: Sequence[str],

@@ -186,8 +186,7 @@ def scores_message(scores: Sequence[Scores], topics: Topics, top_k: int) -> Mess
         "window_end": iso_utc(window.end_time),
         "sets": {
             s.label_set: [
-                {"label": label, "score": round(score, 6)}
-                for label, score in sorted(s.scores.items(), key=lambda kv: -kv[1])[:top_k]
+                {"label": label, "score": round(score, 6)} for label, score in s.top(top_k)
             ]
             for s in scores
         },
