@@ -104,10 +104,7 @@ class Config(StrictModel):
 
     def label_sets_of(self, source: SourceConfig) -> list[LabelSetConfig]:
         """The label sets `source` is scored against, in config order."""
-        if source.label_sets is None:
-            return list(self.label_sets)
-        wanted = set(source.label_sets)
-        return [s for s in self.label_sets if s.name in wanted]
+        return source.routed(self.label_sets)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

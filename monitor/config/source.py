@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from monitor.config.base import StrictModel, check_slug
+from monitor.config.labels import LabelSetConfig
 from monitor.config.secrets import redact_url
 
 # What ffmpeg reads as a live stream: cameras (RTSP/RTSPS), HTTP(S) audio (Icecast, go2rtc
@@ -47,6 +49,13 @@ class _SourceCommon(StrictModel):
     def stall_limit_seconds(self) -> float | None:
         """How long without audio marks this source stalled; None = health.capture_stall_seconds."""
         return None
+
+    def routed(self, label_sets: Sequence[LabelSetConfig]) -> list[LabelSetConfig]:
+        """The sets of `label_sets` this source is scored against, in their order."""
+        if self.label_sets is None:
+            return list(label_sets)
+        wanted = set(self.label_sets)
+        return [s for s in label_sets if s.name in wanted]
 
     _check_id = field_validator("id")(lambda v: check_slug(v, "source id"))
 

@@ -53,8 +53,7 @@ class LabelState:
 
     def routed_sets_of(self, source: SourceConfig) -> list[LabelSetConfig]:
         """The sets `source` is configured for, enabled or not (their entities stay)."""
-        wanted = None if source.label_sets is None else set(source.label_sets)
-        return [s for s in self.label_sets if wanted is None or s.name in wanted]
+        return source.routed(self.label_sets)
 
     def scored_sets_of(self, source: SourceConfig) -> list[LabelSetConfig]:
         """The sets `source`'s windows are scored against now."""

@@ -103,7 +103,7 @@ class MqttSink(Sink):
         entity; the discovery of every source is published again."""
         old, new = self.label_sets_of, dict(label_sets_of)
         self.label_sets_of = new
-        before, after = _state_topics(old, self.topics), _state_topics(new, self.topics)
+        before, after = self._state_topics(old), self._state_topics(new)
         for topic in sorted(after - before):
             self._send(Message(topic, STATE_OFF, self.qos, retain=True))
         for topic in sorted(before - after):
@@ -119,6 +119,10 @@ class MqttSink(Sink):
             if gone:
                 removed[discovery.node_id(source_id)] = gone
         self.publish_discovery(removed)
+
+    def _state_topics(self, label_sets_of: Mapping[str, Sequence[LabelSetConfig]]) -> set[str]:
+        """The retained state topic of every label of every source."""
+        return {m.topic for m in initial_state_messages(label_sets_of, self.topics, self.qos)}
 
     def publish_control_result(self, result: ControlResult) -> None:
         self._send(control_result_message(result, self.topics))
@@ -194,15 +198,3 @@ class MqttSink(Sink):
 
     def _send(self, msg: Message) -> None:
         self.publisher.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-
-
-def _state_topics(
-    label_sets_of: Mapping[str, Sequence[LabelSetConfig]], topics: Topics
-) -> set[str]:
-    """The retained state topic of every label of every source."""
-    return {
-        topics.state(source_id, s.name, label.name)
-        for source_id, sets in label_sets_of.items()
-        for s in sets
-        for label in s.labels
-    }
