@@ -195,9 +195,8 @@ class ScoringWorker(threading.Thread):
         self._scorers: Mapping[str, tuple[LabelSetScorer, ...]] = {
             feed.source_id: feed.scorers for feed in self.feeds
         }
-        self._scoring_with: Mapping[str, tuple[LabelSetScorer, ...]] = (
-            self._scorers
-        )  # the mapping the latest batch was scored with
+        # The mapping the latest batch was scored with: a new one ends unscored labels' events.
+        self._scoring_with: Mapping[str, tuple[LabelSetScorer, ...]] = self._scorers
         self._first_feed = 0  # rotates, so no source is always first in a full batch
         self._last_ms = 0.0
         self._batch_ms = 0.0  # of the latest batch; 0 when none of its windows met the model
@@ -363,9 +362,11 @@ class ScoringWorker(threading.Thread):
             events += self._end_unscored(scorers_of, windows[0].end_time)
             self._scoring_with = scorers_of
         # A source whose every set is disabled costs no inference.
-        prepared = [
-            self._prepare(window) if scorers_of[window.source_id] else None for window in windows
-        ]
+        prepared: list[np.ndarray | None] = []
+        levels: list[float] = []  # each window's own: a batch can hold several of one source
+        for window in windows:
+            prepared.append(self._prepare(window) if scorers_of[window.source_id] else None)
+            levels.append(self._counters[window.source_id].level_dbfs)
         # Windows the change gate lets through without the model: the source's last embedding.
         carried = {
             i: self._last_embedding[window.source_id]
@@ -424,7 +425,7 @@ class ScoringWorker(threading.Thread):
                     window.source_id,
                     window.start_time,
                     window.end_time,
-                    self._counters[window.source_id].level_dbfs,
+                    levels[i],
                     embedding[0],
                 )
             )

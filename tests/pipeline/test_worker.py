@@ -377,6 +377,18 @@ def test_each_embedded_window_is_handed_on_with_its_level(runner: ClapRunner) ->
     assert worker.stats().level_dbfs == -math.inf
 
 
+def test_windows_of_one_source_in_one_batch_keep_their_own_levels(runner: ClapRunner) -> None:
+    worker, _, _ = make_worker(runner)
+    handed: list[WindowEmbedding] = []
+    worker.on_embeddings = handed.extend
+    worker.process_batch([window(tone(), 1), window(tone(amplitude=0.03), 2)])
+    # 20 log10(0.3 / sqrt 2) and 20 log10(0.03 / sqrt 2): each window's own RMS level.
+    assert [h.level_dbfs for h in handed] == [
+        pytest.approx(-13.47, abs=0.05),
+        pytest.approx(-33.47, abs=0.05),
+    ]
+
+
 def test_the_change_gate_carries_the_last_scores_without_the_model(runner: ClapRunner) -> None:
     worker, counting, _ = make_worker(runner)
     worker.gate = ChangeGate(ChangeGateConfig(enabled=True))
