@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.frames import WindowEmbedding
+from monitor.history.halves import to_half
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Chunk:
     start_s: np.ndarray = field(repr=False)  # (n,) float64, Unix seconds (UTC) of each start
     end_s: np.ndarray = field(repr=False)  # (n,) float64, Unix seconds of each end
     level_dbfs: np.ndarray = field(repr=False)  # (n,) float32
-    embeddings: np.ndarray = field(repr=False)  # (n, dim) float16, rows L2-normalised
+    embeddings: np.ndarray = field(repr=False)  # (n, dim) float16 (halves.to_half), unit rows
 
     @property
     def windows(self) -> int:
@@ -36,7 +37,7 @@ class Chunk:
             np.array([w.start_time.timestamp() for w in items], dtype=np.float64),
             np.array([w.end_time.timestamp() for w in items], dtype=np.float64),
             np.array([w.level_dbfs for w in items], dtype=np.float32),
-            np.stack([w.embedding for w in items]).astype(np.float16),
+            to_half(np.stack([w.embedding for w in items])),
         )
 
     def __add__(self, other: Chunk) -> Chunk:

@@ -124,16 +124,24 @@ class LabelSetScorer:
         rank as in softmax mode even when every cosine is negative.
         """
         audio = audio_embeddings.astype(np.float32, copy=False)
-        cos = audio @ self.text_embeddings.T
-        has_background = self.background_embeddings.shape[0] > 0
+        background = (
+            audio @ self.background_embeddings.T
+            if self.background_embeddings.shape[0] > 0
+            else np.zeros((audio.shape[0], 0), dtype=np.float32)
+        )
+        return self.score_cosines(audio @ self.text_embeddings.T, background)
+
+    def score_cosines(self, cos: np.ndarray, background_cos: np.ndarray) -> np.ndarray:
+        """`score`, from the windows' cosines with the labels (windows, labels) and with the
+        background prompts (windows, background labels), however they were computed."""
+        has_background = background_cos.shape[1] > 0
         if self.mode == "softmax":
             logits = self.logit_scale * cos
             if has_background:
-                background = self.logit_scale * (audio @ self.background_embeddings.T)
-                logits = np.concatenate([logits, background], axis=1)
+                logits = np.concatenate([logits, self.logit_scale * background_cos], axis=1)
             return softmax(logits)[:, : len(self.labels)]
         if has_background:
-            best_background = (audio @ self.background_embeddings.T).max(axis=1, keepdims=True)
+            best_background = background_cos.max(axis=1, keepdims=True)
             return sigmoid(self.logit_scale * (cos - best_background))
         return cosine_score(cos)
 
