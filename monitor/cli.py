@@ -336,6 +336,13 @@ def _add_search_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument("--clips", help="clips directory (default: the config's clips.directory)")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="processes that scan a large range side by side (default: the CPUs this process "
+        "may use, at most 4; 1 on a box whose cores the monitor needs)",
+    )
+    parser.add_argument(
         "--format", choices=["table", "json", "csv"], default="table", help="output format"
     )
     parser.set_defaults(func=_cmd_search)

@@ -256,13 +256,17 @@ def format_sources(report: SourcesReport) -> str:
 def format_history(report: HistoryBenchReport) -> str:
     """The history bench as a few lines, each figure beside its target."""
     runs = ", ".join(f"{t:.3f}" for t in report.search_seconds)
+    serial = ", ".join(f"{t:.3f}" for t in report.search_serial_seconds)
     return (
         f"history: {report.days:g} day(s) of {report.sources} source at a "
         f"{report.hop_seconds:g} s hop = {report.windows} windows of {report.dim}-d float16\n"
         f"CPU: {report.cpu_model}, {report.cpu_count} CPU(s); load after: "
         f"{report.load_average_after}\n"
-        f"search (read + score every window, top 10): median {report.search_median_seconds:.3f} s "
-        f"(target <= {report.search_target_seconds:g} s); runs: {runs}\n"
+        f"search (read + score every window, top 10), {report.search_jobs} process(es): median "
+        f"{report.search_median_seconds:.3f} s (target <= {report.search_target_seconds:g} s); "
+        f"runs: {runs}\n"
+        f"search in 1 process (--jobs 1), alternated with the above: median "
+        f"{report.search_serial_median_seconds:.3f} s; runs: {serial}\n"
         f"file: {report.file_megabytes:.1f} MB = {report.megabytes_per_source_day:.1f} MB per "
         f"source per day (target <= {report.megabytes_target:g})\n"
         f"insert: {report.insert_ms_per_window:.4f} ms per window on the writer thread "

@@ -337,8 +337,11 @@ class HistoryBenchReport:
     megabytes_per_source_day: float
     insert_ms_per_window: float  # writer thread: rows built and written, per window
     submit_us_per_batch: float  # worker thread: on_embeddings (queueing only), per batch of 4
+    search_jobs: int  # processes of the search runs (search's default on this machine)
     search_seconds: tuple[float, ...]  # each run: read and score every window, rank the top 10
     search_median_seconds: float
+    search_serial_seconds: tuple[float, ...]  # the same in one process (--jobs 1), alternated
+    search_serial_median_seconds: float
     search_target_seconds: float
     megabytes_target: float
     load_average_after: tuple[float, ...] | None

@@ -20,6 +20,7 @@ FORMAT = "1"  # bump when the schema or the meaning of a column changes
 # them is most of a search; docs/PERFORMANCE.md).
 PAGE_SIZE_BYTES = 65536
 BUSY_TIMEOUT_SECONDS = 5.0
+MMAP_BYTES = 2**31 - 2**16  # SQLite's default compiled maximum, about 2 GB
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -102,7 +103,9 @@ class HistoryStore:
         try:
             db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
             db.execute("PRAGMA query_only=ON")
-            db.execute("PRAGMA mmap_size=268435456")
+            # Mapped, a row's pages are read without a copy into SQLite's page cache (0.15 ->
+            # 0.12 s for 7 days of one source); SQLite caps it at its compiled maximum.
+            db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             store = cls(path, db)
             store._check_format()
         except sqlite3.Error as err:
@@ -222,24 +225,40 @@ class HistoryStore:
             used_bytes=used,
         )
 
-    def chunks(
+    def chunk_starts(
         self, since_s: float | None = None, until_s: float | None = None, source: str | None = None
+    ) -> np.ndarray:
+        """The first window start of every chunk `chunks` would give, ascending (float64)."""
+        where, params = _range_filter(since_s, until_s, source)
+        query = f"SELECT start_s FROM chunks WHERE {' AND '.join(where)} ORDER BY start_s"
+        try:
+            return np.array([r[0] for r in self._db.execute(query, params)], dtype=np.float64)
+        except sqlite3.Error as err:
+            raise HistoryError(
+                f"history database {self.path} is unusable: {first_line(err)}"
+            ) from err
+
+    def chunks(
+        self,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        source: str | None = None,
+        first_starts: tuple[float, float] | None = None,
     ) -> Iterator[Chunk]:
-        """Every chunk with a window in [since_s, until_s] (of `source`), by source then time.
+        """Every chunk with a window in [since_s, until_s] (of `source`; whose first window
+        starts in [first_starts[0], first_starts[1]) when given), by source then time.
 
         The arrays are read-only views of the stored bytes; a chunk can hold windows outside
         the range (the caller filters them)."""
-        where = ["end_s >= ?", "start_s <= ?"]
-        params: list[object] = [
-            -np.inf if since_s is None else since_s,
-            np.inf if until_s is None else until_s,
-        ]
-        if source is not None:
-            where.append("source = ?")
-            params.append(source)
+        where, params = _range_filter(since_s, until_s, source)
+        if first_starts is not None:
+            where += ["start_s >= ?", "start_s < ?"]
+            params += [first_starts[0], first_starts[1]]
+        # The index gives the rows in order: left to choose, the planner can prefer the
+        # start index and sort every matching row, blobs and all, in a temporary b-tree.
         query = (
             "SELECT source, windows, dim, starts, ends, levels, embeddings FROM chunks "
-            f"WHERE {' AND '.join(where)} ORDER BY source, start_s"
+            f"INDEXED BY chunks_source_start WHERE {' AND '.join(where)} ORDER BY source, start_s"
         )
         try:
             for src, windows, dim, starts, ends, levels, embeddings in self._db.execute(
@@ -256,6 +275,21 @@ class HistoryStore:
             raise HistoryError(
                 f"history database {self.path} is unusable: {first_line(err)}"
             ) from err
+
+
+def _range_filter(
+    since_s: float | None, until_s: float | None, source: str | None
+) -> tuple[list[str], list[object]]:
+    """The WHERE terms and parameters of the chunks with a window in the range (of a source)."""
+    where = ["end_s >= ?", "start_s <= ?"]
+    params: list[object] = [
+        -np.inf if since_s is None else since_s,
+        np.inf if until_s is None else until_s,
+    ]
+    if source is not None:
+        where.append("source = ?")
+        params.append(source)
+    return where, params
 
 
 class _transaction:

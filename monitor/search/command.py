@@ -16,10 +16,11 @@ from monitor.history.paths import resolve_history_path
 from monitor.history.store import HistoryStore
 from monitor.model.textonly import load_text_model
 from monitor.search.clips import ClipRef, covering, load_clips
+from monitor.search.parallel import default_jobs, scan_history
 from monitor.search.ranges import Range, above, best
 from monitor.search.report import render
 from monitor.search.results import DEFAULT_TOP, Match, SearchOptions, SearchReport
-from monitor.search.scan import score_chunks, text_scorer
+from monitor.search.scan import text_scorer
 from monitor.search.timespec import parse_when
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,19 @@ def options_from_args(args: argparse.Namespace, now_s: float) -> SearchOptions:
     if since is not None and until is not None and since > until:
         raise ConfigError(f"--since ({args.since}) is after --until ({args.until})")
     top = args.top if args.top is not None or args.threshold is not None else DEFAULT_TOP
-    return SearchOptions(texts, since, until, args.source, args.threshold, top, args.softmax)
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs: at least 1 (got {jobs})")
+    return SearchOptions(
+        texts,
+        since,
+        until,
+        args.source,
+        args.threshold,
+        top,
+        args.softmax,
+        default_jobs() if jobs is None else jobs,
+    )
 
 
 def run_search(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -93,8 +106,9 @@ def _search(
         options.texts, embeddings, options.softmax, model.logit_scale if options.softmax else 1.0
     )
     started = time.perf_counter()
-    chunks = store.chunks(options.since_s, options.until_s, options.source_id)
-    sources = score_chunks(chunks, scorer, options.since_s, options.until_s)
+    sources = scan_history(
+        store.path, scorer, options.since_s, options.until_s, options.source_id, options.jobs
+    )
     scored = sum(s.windows for s in sources)
     if scored == 0:
         raise HistoryError(

@@ -22,6 +22,7 @@ class SearchOptions:
     threshold: float | None = None  # keep every range whose windows score at least this
     top: int | None = None  # else: the best ranges, per text (DEFAULT_TOP when neither)
     softmax: bool = False  # a softmax over the texts with the checkpoint's logit scale
+    jobs: int = 1  # processes scanning the history (large ranges only)
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ def test_a_corrupt_database_is_one_line_exit_75(
         (["--since", "1h", "--until", "2h"], "after --until"),
         (["--threshold", "1.5"], "--threshold"),
         (["--top", "0"], "--top"),
+        (["--jobs", "0"], "--jobs"),
         (["--softmax"], "--softmax"),
         (["--source", "garage"], "garage"),
     ],
