@@ -168,6 +168,13 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = default")
     parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default="cpu",
+        help="where the monitor's path runs the tower (model.device; the pipeline reference "
+        "always runs on the CPU); default cpu, so that CPU figures stay CPU figures",
+    )
+    parser.add_argument(
         "--audio", type=Path, help="audio file or directory to cut windows from (else generated)"
     )
     parser.add_argument(

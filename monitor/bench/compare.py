@@ -197,7 +197,9 @@ def run_compare(
         ", ".join(f"{b}/{p}" for b, p in configs),
     )
     reference_path = ReferencePath(checkpoint, workload, labels)
-    monitor_paths = [MonitorPath(checkpoint, b, p, workload, labels) for b, p in configs]
+    monitor_paths = [
+        MonitorPath(checkpoint, b, p, workload, labels, args.device) for b, p in configs
+    ]
     measure_interleaved(
         reference_path, monitor_paths, len(workload.windows), args.batch, args.threads
     )
@@ -225,7 +227,9 @@ def run_compare(
         if run.ok:
             # What auto resolved to: the child must not measure every candidate again.
             backend, precision = run.runs_as
-            cfg = model_config(checkpoint, backend, precision, args.threads, args.batch)
+            cfg = model_config(
+                checkpoint, backend, precision, args.threads, args.batch, args.device
+            )
             spec = dataclasses.replace(
                 common, kind="monitor", model_config=cfg.model_dump(mode="json")
             )

@@ -32,7 +32,12 @@ def configurations(
 
 
 def model_config(
-    checkpoint: Checkpoint, backend: str, precision: str, threads: int, batch: int
+    checkpoint: Checkpoint,
+    backend: str,
+    precision: str,
+    threads: int,
+    batch: int,
+    device: str = "cpu",
 ) -> ModelConfig:
     """The daemon's model section for one configuration; an invalid one is a ConfigError."""
     from pydantic import ValidationError
@@ -45,6 +50,7 @@ def model_config(
                 "precision": precision,
                 "torch_threads": threads,
                 "max_batch": max(1, min(batch, 64)),
+                "device": device,
             }
         )
     except ValidationError as err:
@@ -70,11 +76,13 @@ class MonitorRun:
     embeddings: np.ndarray | None = None
     # (backend, precision) that auto resolved to, once loaded; None when neither was auto.
     resolved: tuple[str, str] | None = None
+    device: str = "cpu"  # model.device resolved: "cuda" names the row
 
     @property
     def name(self) -> str:
         asked = "auto" if self.backend == self.precision == "auto" else self.configured
-        return asked if self.resolved is None else f"{asked}→{'/'.join(self.resolved)}"
+        name = asked if self.resolved is None else f"{asked}→{'/'.join(self.resolved)}"
+        return name if self.device == "cpu" else f"{name}@{self.device}"
 
     @property
     def configured(self) -> str:
@@ -149,9 +157,11 @@ class MonitorPath:
         precision: str,
         workload: Workload,
         labels: Sequence[str],
+        device: str = "cpu",
     ) -> None:
         self.run = MonitorRun(backend, precision)
         self.checkpoint = checkpoint
+        self.device = device
         self.workload = workload
         self.labels = list(labels)
         self.runner: Any = None
@@ -168,10 +178,11 @@ class MonitorPath:
         from monitor.model.runner import load_clap
 
         run = self.run
-        cfg = model_config(self.checkpoint, run.backend, run.precision, threads, batch)
+        cfg = model_config(self.checkpoint, run.backend, run.precision, threads, batch, self.device)
         started = time.monotonic()
         self.runner = load_clap(cfg)
         run.load_seconds = time.monotonic() - started
+        run.device = str(getattr(self.runner, "device", "cpu"))
         if "auto" in (run.backend, run.precision):
             run.resolved = (str(self.runner.backend), str(self.runner.precision))
         started = time.monotonic()

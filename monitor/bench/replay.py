@@ -147,7 +147,7 @@ def daemon_config(
 ) -> Config:
     """The daemon's config for one replay; `sources` is its `source:` or `sources:` section;
     `change_gate`: window.change_gate on, at its defaults."""
-    model = model_config(checkpoint, backend, precision, args.threads, args.batch)
+    model = model_config(checkpoint, backend, precision, args.threads, args.batch, args.device)
     data: dict[str, Any] = {
         "model": model.model_dump(),
         **sources,

@@ -47,6 +47,15 @@ class ModelConfig(StrictModel):
             "precision is explicit."
         ),
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description=(
+            "Where the audio tower runs: cpu; cuda (an NVIDIA GPU through torch's CUDA build or "
+            "onnxruntime-gpu's CUDAExecutionProvider; refused at start-up when neither can "
+            "use one); auto: cuda when an NVIDIA driver is loaded and the backend can use it, "
+            "else cpu. Never required: every path runs on the CPU."
+        ),
+    )
     cache_dir: Path | None = Field(
         default=None,
         description=(
@@ -74,4 +83,9 @@ class ModelConfig(StrictModel):
     def _backend_supports_precision(self) -> ModelConfig:
         if self.backend == "onnx" and self.precision == "bf16":
             raise ValueError("precision bf16 is for the torch backend; onnx takes fp32 or int8")
+        if self.device == "cuda" and self.precision == "int8":
+            raise ValueError(
+                "precision int8 (dynamic quantisation) runs on the CPU only; with device cuda "
+                "use auto, fp32 or bf16"
+            )
         return self

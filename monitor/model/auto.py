@@ -23,6 +23,7 @@ from monitor.config import ModelConfig
 from monitor.errors import ModelError, first_line
 from monitor.model.checkpoint import identity_of
 from monitor.model.cpu import CpuInfo, cpu_info
+from monitor.model.device import cuda_problem, device_label, resolve_device
 from monitor.model.embedcache import EmbeddingCache
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,14 @@ class Choice:
 
 
 def candidates(
-    backend: str, cpu: CpuInfo, onnx_available: bool
+    backend: str,
+    cpu: CpuInfo,
+    onnx_available: bool,
+    cuda: bool = False,
+    onnx_cuda_problem: str | None = None,
 ) -> tuple[tuple[Candidate, ...], tuple[Excluded, ...]]:
-    """(candidates to measure, fp32 first; those left out with why) for model.backend."""
+    """(candidates to measure, fp32 first; those left out with why) for model.backend, on
+    the CPU or (cuda) an NVIDIA GPU, where onnx needs its CUDA provider."""
     backends = BACKENDS if backend == "auto" else (backend,)
     tried: list[Candidate] = []
     excluded: list[Excluded] = []
@@ -123,7 +129,11 @@ def candidates(
             candidate = Candidate(name, precision)
             if name == "onnx" and precision == "bf16":
                 continue  # not a thing ONNX Runtime's CPU provider offers
-            if precision == "bf16" and not cpu.native_bf16:
+            if cuda and precision == "int8":
+                excluded.append(Excluded(candidate, "int8 (dynamic quantisation) is CPU-only"))
+            elif cuda and name == "onnx" and onnx_available and onnx_cuda_problem is not None:
+                excluded.append(Excluded(candidate, onnx_cuda_problem))
+            elif precision == "bf16" and not cuda and not cpu.native_bf16:
                 # Emulated bf16 is several times slower than fp32: never worth measuring.
                 excluded.append(Excluded(candidate, "no native bf16 on this CPU"))
             elif name == "onnx" and not onnx_available:
@@ -217,6 +227,7 @@ def choice_key(
     cpus: int,
     backend: str,
     trace: bool,
+    device: str = "cpu",
 ) -> str:
     """What a cached choice holds for: another CPU, checkpoint, library release or thread
     count may change which candidate is fastest, so any of them makes another key."""
@@ -231,6 +242,7 @@ def choice_key(
             cpus,
             backend,
             trace,
+            device,
         ]
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
@@ -347,6 +359,7 @@ def _choice_path(cfg: ModelConfig, cpu: CpuInfo) -> Path | None:
         usable_cpus(),
         cfg.backend,
         cfg.trace,
+        device_label(cfg),
     )
     return directory / f"auto-v{AUTO_FORMAT}-{key}.json"
 
@@ -400,7 +413,9 @@ def load_auto(cfg: ModelConfig, load: Loader, cpu: CpuInfo | None = None) -> Any
             logger.info("precision auto (cached on this machine): %s", describe(cached))
             return runner
     onnx = importlib.util.find_spec("onnxruntime") is not None
-    tried, excluded = candidates(cfg.backend, cpu, onnx)
+    cuda = cfg.device == "cuda"
+    onnx_cuda = cuda_problem("onnx") if cuda and onnx and cfg.backend != "torch" else None
+    tried, excluded = candidates(cfg.backend, cpu, onnx, cuda, onnx_cuda)
     logger.info(
         "precision auto: timing %s on %d generated windows each (once on this machine)",
         ", ".join(c.name for c in tried),
@@ -449,11 +464,14 @@ def load_bf16(cfg: ModelConfig, load: Loader, cpu: CpuInfo | None = None) -> Any
 
 def load_configured(cfg: ModelConfig, load: Loader, cpu: CpuInfo | None = None) -> Any:
     """model.backend and model.precision resolved: auto measured (or cached), an explicit
-    precision with backend auto on torch, bf16 warned about where it is emulated."""
+    precision with backend auto on torch, bf16 warned about where it is emulated; the
+    device first (monitor.model.device)."""
+    cfg = resolve_device(cfg)
     if cfg.precision == "auto":
         return load_auto(cfg, load, cpu)
     if cfg.backend == "auto":
         cfg = cfg.model_copy(update={"backend": "torch"})
-    if cfg.precision == "bf16" and cfg.backend == "torch":  # onnx refuses bf16 itself
+    # onnx refuses bf16 itself; a GPU's bf16 is its own
+    if cfg.precision == "bf16" and cfg.backend == "torch" and cfg.device != "cuda":
         return load_bf16(cfg, load, cpu)
     return load(cfg)

@@ -37,6 +37,8 @@ from monitor.model.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
 
+ONNX_CUDA_PROVIDER = "CUDAExecutionProvider"
+
 
 class OnnxClapRunner:
     """The exported audio tower in ONNX Runtime with numpy features; label embeddings come
@@ -57,6 +59,8 @@ class OnnxClapRunner:
         self.precision = str(metadata["precision"])
         self.model_path = model_path
         self._session = session
+        # Where the tower runs: ONNX Runtime falls back to the CPU provider on its own.
+        self.device = "cuda" if session.get_providers()[0] == ONNX_CUDA_PROVIDER else "cpu"
         self._input = session.get_inputs()[0].name
         self._text = text
         settings = MelSettings.from_dict(metadata["features"])
@@ -110,6 +114,20 @@ def cached_export(
     return cached_artefact(identity, cache, names, ONNX_FORMAT, *ONNX_KEYS)
 
 
+def onnx_cuda_problem() -> str | None:
+    """Why ONNX Runtime cannot run the tower on an NVIDIA GPU here; None if it can."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    if ONNX_CUDA_PROVIDER not in ort.get_available_providers():
+        return (
+            f"ONNX Runtime {ort.__version__} has no {ONNX_CUDA_PROVIDER} (install "
+            "onnxruntime-gpu instead of onnxruntime)"
+        )
+    return None
+
+
 def _session(path: Path, cfg: ModelConfig) -> Any:
     import onnxruntime as ort
 
@@ -131,7 +149,10 @@ def _session(path: Path, cfg: ModelConfig) -> Any:
     # probabilities, and every multiplication by one takes a slow microcode path. Flushing
     # them to zero (a change below 1e-37) avoids it.
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if cfg.device == "cuda":  # resolve_device has checked the provider is there
+        providers.insert(0, ONNX_CUDA_PROVIDER)
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def _export(cfg: ModelConfig, out_dir: Path | None) -> Path:
@@ -206,10 +227,12 @@ def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
         cfg.name, session, metadata, text, max_batch=cfg.max_batch, model_path=model_path
     )
     logger.info(
-        "loaded CLAP audio tower %s in ONNX Runtime %s (%s): %d-d embeddings, %s threads, %.2f s",
+        "loaded CLAP audio tower %s in ONNX Runtime %s (%s) on %s: %d-d embeddings, %s threads, "
+        "%.2f s",
         cfg.name,
         onnxruntime.__version__,
         runner.precision,
+        session.get_providers()[0],
         runner.embedding_dim,
         cfg.torch_threads or "default",
         time.monotonic() - started,

@@ -75,10 +75,12 @@ class TorchClapRunner:
         model: Any = None,
         extractor: Any = None,
         text_encoder: _TorchTextEncoder | None = None,
+        device: str = "cpu",
     ) -> None:
         self.model_id = model_id
         self.backend = "torch"
         self.precision = precision
+        self.device = device  # where the tower runs: features go there, embeddings come back
         # features -> L2-normalised float32 embeddings: the graph, or the eager model wrapped.
         self._tower = tower
         self.traced = traced
@@ -130,14 +132,16 @@ class TorchClapRunner:
             self._text_encoder.release()  # scoring has started: the prompts are embedded by now
         with self._lock, torch.inference_mode():
             if "is_longer" in features:
-                output = self._model(**features).audio_embeds
-                result: np.ndarray = F.normalize(output.float(), dim=-1).numpy()
+                inputs = {name: value.to(self.device) for name, value in features.items()}
+                output = self._model(**inputs).audio_embeds
+                result: np.ndarray = F.normalize(output.float(), dim=-1).cpu().numpy()
             else:
                 # The graph is frozen and fused already; the graph executor's profiling runs
                 # and re-optimised copies of it only cost memory, for no speed.
                 # (The eager tower has no graph executor: the setting changes nothing there.)
                 with torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
-                    result = self._tower(features["input_features"]).numpy()
+                    tower_input = features["input_features"].to(self.device)
+                    result = self._tower(tower_input).cpu().numpy()
         return result
 
     def embed_audio(
@@ -222,6 +226,27 @@ def embed_prompts(cfg: ModelConfig, prompts: Sequence[str]) -> np.ndarray:
     return _TorchTextEncoder(cfg, source)(prompts)
 
 
+def torch_cuda_problem() -> str | None:
+    """Why torch cannot run the tower on an NVIDIA GPU here; None if it can."""
+    import torch
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device"
+    return None
+
+
+def torch_gpu_name() -> str:
+    """The first CUDA device's name, "" when torch cannot tell."""
+    import torch
+
+    try:
+        return str(torch.cuda.get_device_name(0))
+    except Exception:  # the name is for logs and the choice cache's key only
+        return ""
+
+
 def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
     """The torch backend's runner: the cached TorchScript graph (built on first use in a
     helper process), or the eager model when model.trace is false or tracing is refused."""
@@ -232,14 +257,17 @@ def load_torch_runner(cfg: ModelConfig) -> TorchClapRunner:
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     prepare_for_inference()
-    runner = _load_graph_runner(cfg) if cfg.trace else None
+    cuda = cfg.device == "cuda"  # resolved by monitor.model.device before this
+    # The graph is traced with CPU kernels (oneDNN-packed weights): a GPU runs the model.
+    runner = _load_graph_runner(cfg) if cfg.trace and not cuda else None
     if runner is None:
         runner = _load_eager_runner(cfg, source)
     logger.info(
-        "loaded CLAP audio tower %s (%s, %s): %d-d embeddings, %d torch threads, %.2f s",
+        "loaded CLAP audio tower %s (%s, %s) on %s: %d-d embeddings, %d torch threads, %.2f s",
         cfg.name,
         cfg.precision,
         "TorchScript graph" if runner.traced else "eager",
+        f"cuda ({torch_gpu_name()})" if cuda else "cpu",
         runner.embedding_dim,
         torch.get_num_threads(),
         time.monotonic() - started,
@@ -352,4 +380,5 @@ def _load_eager_runner(cfg: ModelConfig, source: str) -> TorchClapRunner:
         model=model,
         extractor=extractor,
         text_encoder=encoder,
+        device="cuda" if cfg.device == "cuda" else "cpu",
     )

@@ -80,10 +80,15 @@ def with_precision(model: Any, precision: str) -> Any:
 
 
 def prepared_tower(cfg: ModelConfig, source: str) -> tuple[Any, Any, Path]:
-    """(the audio tower in cfg.precision with the fast kernels, its extractor, checkpoint dir)."""
+    """(the audio tower in cfg.precision, with the fast CPU kernels or on cfg.device cuda, its
+    extractor, checkpoint dir)."""
     model, extractor = load_audio_tower(cfg, source)
     directory = checkpoint_dir(cfg, source)
     model = with_precision(model, cfg.precision)
+    if cfg.device == "cuda":
+        # The fused attention and oneDNN kernels below are CPU rewrites; on a GPU the
+        # transformers model runs as it is.
+        return model.to("cuda"), extractor, directory
     fuse_window_attention(model)
     if cfg.precision == "fp32":
         linear_through_onednn(model)

@@ -49,6 +49,19 @@ def test_onnx_is_left_out_without_onnxruntime_and_an_explicit_backend_is_kept() 
     assert candidates("onnx", BF16, onnx_available=True) == ((ONNX_FP32, ONNX_INT8), ())
 
 
+def test_on_a_gpu_int8_is_left_out_bf16_is_tried_and_onnx_needs_its_cuda_provider() -> None:
+    no_provider = "ONNX Runtime 1.32.0 has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    tried, excluded = candidates("auto", NO_BF16, True, cuda=True, onnx_cuda_problem=no_provider)
+    assert tried == (TORCH_FP32, TORCH_BF16)  # a GPU's bf16 is its own, whatever the CPU
+    assert {e.candidate: e.reason for e in excluded} == {
+        TORCH_INT8: "int8 (dynamic quantisation) is CPU-only",
+        ONNX_FP32: no_provider,
+        ONNX_INT8: "int8 (dynamic quantisation) is CPU-only",
+    }
+    tried, _ = candidates("auto", NO_BF16, True, cuda=True, onnx_cuda_problem=None)
+    assert tried == (TORCH_FP32, ONNX_FP32, TORCH_BF16)
+
+
 def test_the_fastest_agreeing_candidate_is_chosen_and_the_others_say_why_not() -> None:
     measured = (
         Measurement(TORCH_FP32, 63.0, 1.0),
@@ -103,6 +116,7 @@ def test_the_cache_key_changes_with_the_cpu_threads_versions_and_checkpoint() ->
         {"versions": {**versions, "onnxruntime": "none"}},
         {"backend": "torch"},
         {"trace": False},
+        {"device": "cuda (NVIDIA H200)"},
     ]
     keys = {choice_key(**{**base, **change}) for change in changed}
     assert key not in keys and len(keys) == len(changed)

@@ -20,7 +20,7 @@ import yaml
 
 from monitor.cli import main
 from monitor.config import load_config
-from monitor.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from monitor.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
 from monitor.model.runner import ClapRunner
 from monitor.offline.classify import (
     CSV_COLUMNS,
@@ -525,6 +525,23 @@ def test_unknown_label_set_exits_78_with_one_line(tiny_clap_dir: Path, tmp_path:
     assert proc.stderr.splitlines() == [
         f"audio-monitor: error: --label-set: no label set 'nope' in {config}; available: pets, home"
     ]
+
+
+def test_a_gpu_asked_for_where_there_is_none_exits_75_with_one_line(
+    tiny_clap_dir: Path, tmp_path: Path
+) -> None:
+    from monitor.model.device import cuda_problem
+
+    if cuda_problem("torch") is None:
+        pytest.skip("this machine's torch can use a GPU")
+    config = write_config(tmp_path, tiny_clap_dir)
+    document = yaml.safe_load(config.read_text())
+    document["model"].update(device="cuda", backend="torch")
+    config.write_text(yaml.safe_dump(document))
+    code, out, err = classify([_write(tmp_path / "clip.wav", 1.0), "--config", config])
+    assert (code, out) == (EXIT_UNAVAILABLE, "")
+    assert err.count("\n") == 1
+    assert "model.device cuda: torch cannot use an NVIDIA GPU here: torch 2." in err
 
 
 @pytest.mark.parametrize(
