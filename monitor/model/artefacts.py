@@ -15,9 +15,17 @@ GRAPH_FORMAT = 1  # bump when the traced graph changes (inputs, outputs, kernels
 GRAPH_KEYS = ("format", "precision", "features", "logit_scale", "embedding_dim", "torch")
 
 
-def onnx_file_names(precision: str) -> tuple[str, str]:
-    """(model file, metadata file) of an export, inside the checkpoint's artefact directory."""
-    stem = f"audio-v{ONNX_FORMAT}-{precision}"
+def onnx_variant(backend: str, precision: str) -> str:
+    """Which ONNX export a backend runs at a precision: fp32 is shared; int8 is quantised
+    dynamically for ONNX Runtime and statically (QDQ, calibrated) for OpenVINO, whose int8
+    kernels only take the static form."""
+    return "int8-qdq" if backend == "openvino" and precision == "int8" else precision
+
+
+def onnx_file_names(variant: str) -> tuple[str, str]:
+    """(model file, metadata file) of an export (an onnx_variant), inside the checkpoint's
+    artefact directory."""
+    stem = f"audio-v{ONNX_FORMAT}-{variant}"
     return f"{stem}.onnx", f"{stem}.json"
 
 

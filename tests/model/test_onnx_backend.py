@@ -16,8 +16,9 @@ from monitor.errors import ConfigError, ModelError
 from monitor.model.artefacts import onnx_file_names
 from monitor.model.checkpoint import identity_of
 from monitor.model.embedcache import EmbeddingCache
+from monitor.model.exports import cached_export
 from monitor.model.features import StreamingMel
-from monitor.model.onnx_backend import OnnxClapRunner, cached_export, load_onnx_runner
+from monitor.model.onnx_backend import OnnxClapRunner, load_onnx_runner
 from monitor.model.runner import load_clap
 from monitor.model.trace import export_onnx
 from monitor.pipeline.scoring import LabelSetScorer
