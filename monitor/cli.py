@@ -163,7 +163,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--backend",
         nargs="+",
-        choices=["auto", "torch", "onnx"],
+        choices=["auto", "torch", "onnx", "openvino"],
         help="backends; default: torch, and for precision auto every backend (as the daemon)",
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = default")

@@ -38,13 +38,14 @@ class ModelConfig(StrictModel):
             "quantisation of Linear layers); see `audio-monitor bench`."
         ),
     )
-    backend: Literal["auto", "torch", "onnx"] = Field(
+    backend: Literal["auto", "torch", "onnx", "openvino"] = Field(
         default="auto",
         description=(
-            "torch, or onnx: the audio tower exported once to ONNX Runtime (cached), so the "
-            "daemon runs without importing torch; auto: chosen with precision auto among "
-            "torch and onnx (onnx only when onnxruntime is installed), torch when the "
-            "precision is explicit."
+            "torch; onnx: the audio tower exported once to ONNX Runtime (cached), so the "
+            "daemon runs without importing torch; openvino: the same export on OpenVINO's "
+            "CPU plugin, int8 statically quantised (calibrated on generated audio); auto: "
+            "chosen with precision auto among those installed, torch when the precision is "
+            "explicit."
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -81,8 +82,12 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _backend_supports_precision(self) -> ModelConfig:
-        if self.backend == "onnx" and self.precision == "bf16":
-            raise ValueError("precision bf16 is for the torch backend; onnx takes fp32 or int8")
+        if self.backend in ("onnx", "openvino") and self.precision == "bf16":
+            raise ValueError(
+                f"precision bf16 is for the torch backend; {self.backend} takes fp32 or int8"
+            )
+        if self.backend == "openvino" and self.device == "cuda":
+            raise ValueError("backend openvino runs on the CPU; device cuda takes torch or onnx")
         if self.device == "cuda" and self.precision == "int8":
             raise ValueError(
                 "precision int8 (dynamic quantisation) runs on the CPU only; with device cuda "

@@ -34,7 +34,8 @@ AUTO_FORMAT = 1  # bump when what is measured, or how the choice is made, change
 MIN_COSINE = 0.999
 WARM_UP_WINDOWS = 1
 TIMED_WINDOWS = 3
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
+EXPORTED = ("onnx", "openvino")  # backends that run the ONNX export: no bf16
 PRECISIONS = ("fp32", "int8", "bf16")
 
 
@@ -118,18 +119,24 @@ def candidates(
     onnx_available: bool,
     cuda: bool = False,
     onnx_cuda_problem: str | None = None,
+    openvino_available: bool = False,
 ) -> tuple[tuple[Candidate, ...], tuple[Excluded, ...]]:
     """(candidates to measure, fp32 first; those left out with why) for model.backend, on
-    the CPU or (cuda) an NVIDIA GPU, where onnx needs its CUDA provider."""
+    the CPU or (cuda) an NVIDIA GPU, where onnx needs its CUDA provider and openvino (whose
+    GPUs are Intel's) is not tried."""
     backends = BACKENDS if backend == "auto" else (backend,)
     tried: list[Candidate] = []
     excluded: list[Excluded] = []
     for name in backends:
         for precision in PRECISIONS:
             candidate = Candidate(name, precision)
-            if name == "onnx" and precision == "bf16":
-                continue  # not a thing ONNX Runtime's CPU provider offers
-            if cuda and precision == "int8":
+            if name in EXPORTED and precision == "bf16":
+                continue  # neither runtime's CPU path offers it
+            if name == "openvino" and not openvino_available and backend == "auto":
+                continue  # an optional extra; asked for by name, its loader says how to add it
+            if cuda and name == "openvino":
+                excluded.append(Excluded(candidate, "OpenVINO runs on the CPU here"))
+            elif cuda and precision == "int8":
                 excluded.append(Excluded(candidate, "int8 (dynamic quantisation) is CPU-only"))
             elif cuda and name == "onnx" and onnx_available and onnx_cuda_problem is not None:
                 excluded.append(Excluded(candidate, onnx_cuda_problem))
@@ -208,7 +215,7 @@ def _version(package: str) -> str:
 
 def library_versions() -> dict[str, str]:
     """The versions of what runs the candidates (read without importing them)."""
-    return {name: _version(name) for name in ("torch", "onnxruntime", "transformers")}
+    return {name: _version(name) for name in ("torch", "onnxruntime", "openvino", "transformers")}
 
 
 def usable_cpus() -> int:
@@ -413,9 +420,10 @@ def load_auto(cfg: ModelConfig, load: Loader, cpu: CpuInfo | None = None) -> Any
             logger.info("precision auto (cached on this machine): %s", describe(cached))
             return runner
     onnx = importlib.util.find_spec("onnxruntime") is not None
+    openvino = importlib.util.find_spec("openvino") is not None
     cuda = cfg.device == "cuda"
     onnx_cuda = cuda_problem("onnx") if cuda and onnx and cfg.backend != "torch" else None
-    tried, excluded = candidates(cfg.backend, cpu, onnx, cuda, onnx_cuda)
+    tried, excluded = candidates(cfg.backend, cpu, onnx, cuda, onnx_cuda, openvino)
     logger.info(
         "precision auto: timing %s on %d generated windows each (once on this machine)",
         ", ".join(c.name for c in tried),

@@ -38,8 +38,8 @@ def resolve_device(cfg: ModelConfig, driver: Path = NVIDIA_DRIVER) -> ModelConfi
     """cfg with device "cpu" or "cuda". auto: cuda when the NVIDIA driver is loaded and the
     backend (torch, for backend auto) can use it, and the precision is not int8; an explicit
     cuda that cannot be had is a ModelError naming why."""
-    if cfg.device == "cpu":
-        return cfg
+    if cfg.device == "cpu" or cfg.backend == "openvino":  # OpenVINO's GPUs are Intel's
+        return cfg.model_copy(update={"device": "cpu"})
     backend = "torch" if cfg.backend == "auto" else cfg.backend
     if cfg.device == "auto":
         if cfg.precision == "int8" or not driver.exists():

@@ -54,6 +54,10 @@ def _load_backend(cfg: ModelConfig) -> ClapRunner:
         from monitor.model.onnx_backend import load_onnx_runner
 
         return load_onnx_runner(cfg)
+    if cfg.backend == "openvino":
+        from monitor.model.openvino_backend import load_openvino_runner
+
+        return load_openvino_runner(cfg)
     from monitor.model.torch_backend import load_torch_runner
 
     return load_torch_runner(cfg)
