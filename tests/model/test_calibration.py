@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monitor.model.auto import TIMED_WINDOWS, WARM_UP_WINDOWS, probe_windows
 from monitor.model.calibration import calibration_windows
 
 
@@ -23,3 +24,12 @@ def test_windows_are_reproducible_full_length_and_span_quiet_to_loud() -> None:
         spectrum = np.abs(np.fft.rfft(w[:48000]))
         centroids.append(float((spectrum * np.arange(spectrum.size)).sum() / spectrum.sum()))
     assert max(centroids) > 3 * min(centroids)
+
+
+def test_precision_auto_checks_agreement_on_windows_the_calibration_never_saw() -> None:
+    probes = probe_windows(48000, 480000, WARM_UP_WINDOWS + TIMED_WINDOWS)
+    calibration = calibration_windows(48000, 480000)
+    assert len(probes) == 6  # one of each kind
+    assert all(not np.array_equal(p, c) for p in probes for c in calibration)
+    again = probe_windows(48000, 480000, 6)
+    assert all(np.array_equal(a, b) for a, b in zip(probes, again, strict=True))
