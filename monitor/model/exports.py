@@ -14,17 +14,18 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from monitor.config import ModelConfig
-from monitor.errors import ModelError, first_line
+from monitor.errors import ConfigError, ModelError, first_line
 from monitor.model.artefacts import (
     ONNX_FORMAT,
     ONNX_KEYS,
+    ONNX_PRECISIONS,
     cached_artefact,
     onnx_file_names,
     onnx_variant,
     read_metadata,
 )
 from monitor.model.batching import Positions, embed_through_stages
-from monitor.model.checkpoint import identity_of
+from monitor.model.checkpoint import identity_of, resolve_source
 from monitor.model.embedcache import CachedTextEmbedder, CheckpointIdentity, EmbeddingCache
 from monitor.model.features import MelSettings, NumpyMelFeatures, StreamingMel, check_window
 from monitor.model.helper import HelperTextEncoder, run_torch_helper
@@ -106,6 +107,17 @@ class ExportedTowerRunner:
         Each window must hold 1..max_samples samples; positions as in ClapRunner.
         """
         return embed_through_stages(self, windows, positions)
+
+
+def check_export_config(cfg: ModelConfig) -> None:
+    """Before any import: ConfigError for a precision the export backends lack (a config
+    built in code skips the validator), ModelError for a checkpoint path that is not there."""
+    if cfg.precision not in ONNX_PRECISIONS:
+        raise ConfigError(
+            f"model.precision: {cfg.precision} is not available with model.backend "
+            f"{cfg.backend} (use {' or '.join(ONNX_PRECISIONS)})"
+        )
+    resolve_source(cfg)  # with the torch backend's own message
 
 
 def cached_export(

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import ModelConfig
-from monitor.errors import ConfigError, ModelError
-from monitor.model.artefacts import ONNX_PRECISIONS
-from monitor.model.checkpoint import resolve_source
-from monitor.model.exports import ExportedTowerRunner, LoadedExport, load_export
+from monitor.errors import ModelError
+from monitor.model.exports import (
+    ExportedTowerRunner,
+    LoadedExport,
+    check_export_config,
+    load_export,
+)
 from monitor.model.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
@@ -88,12 +91,7 @@ def _session(path: Path, cfg: ModelConfig) -> Any:
 
 def load_onnx_runner(cfg: ModelConfig) -> OnnxClapRunner:
     """The onnx backend's runner: cached export (made on first use), cached label embeddings."""
-    if cfg.precision not in ONNX_PRECISIONS:
-        raise ConfigError(
-            f"model.precision: {cfg.precision} is not available with model.backend onnx "
-            f"(use {' or '.join(ONNX_PRECISIONS)})"
-        )
-    resolve_source(cfg)  # a wrong path fails at once, with the torch backend's own message
+    check_export_config(cfg)
     try:
         import onnxruntime
     except ImportError as err:

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from monitor.config import ModelConfig
-from monitor.errors import ConfigError, ModelError
-from monitor.model.artefacts import ONNX_PRECISIONS
-from monitor.model.checkpoint import resolve_source
-from monitor.model.exports import ExportedTowerRunner, LoadedExport, load_export
+from monitor.errors import ModelError
+from monitor.model.exports import (
+    ExportedTowerRunner,
+    LoadedExport,
+    check_export_config,
+    load_export,
+)
 from monitor.model.runtime import prepare_for_inference
 
 logger = logging.getLogger(__name__)
@@ -66,12 +69,7 @@ def _compiled(path: Path, cfg: ModelConfig) -> Any:
 
 def load_openvino_runner(cfg: ModelConfig) -> OpenVinoClapRunner:
     """The openvino backend's runner: the cached export (made on first use), compiled."""
-    if cfg.precision not in ONNX_PRECISIONS:
-        raise ConfigError(
-            f"model.precision: {cfg.precision} is not available with model.backend openvino "
-            f"(use {' or '.join(ONNX_PRECISIONS)})"
-        )
-    resolve_source(cfg)  # a wrong path fails at once, with the torch backend's own message
+    check_export_config(cfg)
     try:
         import openvino
     except ImportError as err:

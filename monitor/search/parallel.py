@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -24,10 +23,9 @@ from monitor.search.scan import (
     scores_of,
 )
 
-logger = logging.getLogger(__name__)
-
-# Below this many rows (256 windows each) a fork costs more than it saves.
-MIN_CHUNKS_PER_JOB = 32
+# Rows (256 windows each) a process must get to be worth its fork, start-up and hand-back
+# (docs/PERFORMANCE.md: break-even near 500 rows for two processes on 2 cores).
+MIN_CHUNKS_PER_JOB = 256
 # Beyond a few cores the scan waits on memory, not on arithmetic.
 MAX_JOBS = 4
 
@@ -48,6 +46,7 @@ def scan_history(
     until_s: float | None = None,
     source: str | None = None,
     jobs: int = 1,
+    min_chunks_per_job: int = MIN_CHUNKS_PER_JOB,
 ) -> list[SourceScores]:
     """Every stored window (of `source`) starting within [since_s, until_s], scored as the
     daemon scores them, by source then time; in `jobs` processes when the range is large.
@@ -57,7 +56,7 @@ def scan_history(
     prompts = scaled_prompts(scorer)
     store = HistoryStore.open_existing(path)
     try:
-        spans = _spans(store.chunk_starts(since_s, until_s, source), jobs)
+        spans = _spans(store.chunk_starts(since_s, until_s, source), jobs, min_chunks_per_job)
         if len(spans) == 1:
             return scores_of(
                 cosines_of(store.chunks(since_s, until_s, source), prompts, since_s, until_s),
@@ -80,10 +79,12 @@ def scan_history(
     return scores_of(merged(pieces), scorer)
 
 
-def _spans(first_starts: np.ndarray, jobs: int) -> list[tuple[float, float]]:
+def _spans(
+    first_starts: np.ndarray, jobs: int, min_chunks_per_job: int = MIN_CHUNKS_PER_JOB
+) -> list[tuple[float, float]]:
     """Consecutive [from, to) spans of chunk start times, about equal in chunks, one per job;
     one span when the range is too small to share or the platform cannot fork."""
-    jobs = min(jobs, first_starts.size // MIN_CHUNKS_PER_JOB)
+    jobs = min(jobs, first_starts.size // max(1, min_chunks_per_job))
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [(-np.inf, np.inf)]
     cuts = np.unique(first_starts[np.linspace(0, first_starts.size, jobs + 1).astype(int)[1:-1]])

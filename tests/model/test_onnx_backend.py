@@ -22,6 +22,7 @@ from monitor.model.onnx_backend import OnnxClapRunner, load_onnx_runner
 from monitor.model.runner import load_clap
 from monitor.model.trace import export_onnx
 from monitor.pipeline.scoring import LabelSetScorer
+from tests.support.audio import model_windows
 from tests.support.streams import stream_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, PROJECTION_DIM
 from tests.support.warm_start import run_warm_process, warm_window
@@ -31,17 +32,7 @@ LABELS = ["dog barking", "glass breaking", "smoke alarm", "doorbell"]
 PROMPTS = [f"This is a sound of {label}." for label in LABELS]
 
 
-def _windows() -> list[np.ndarray]:
-    rng = np.random.default_rng(11)
-    t = np.arange(5 * RATE_HZ) / RATE_HZ
-    return [
-        (0.1 * rng.standard_normal(RATE_HZ)).astype(np.float32),
-        (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
-        (0.2 * rng.standard_normal(10 * RATE_HZ)).astype(np.float32),
-    ]
-
-
-WINDOWS = _windows()
+WINDOWS = model_windows()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from monitor.model.exports import cached_export
 from monitor.model.openvino_backend import OpenVinoClapRunner, load_openvino_runner
 from monitor.model.runner import load_clap
 from monitor.model.trace import export_onnx
+from tests.support.audio import model_windows
 from tests.support.tiny_clap import LOGIT_SCALE_A, PROJECTION_DIM
 from tests.support.warm_start import run_warm_process, warm_window
 
@@ -28,17 +29,7 @@ RATE_HZ = 48000
 PROMPTS = ["This is a sound of dog barking.", "This is a sound of glass breaking."]
 
 
-def _windows() -> list[np.ndarray]:
-    rng = np.random.default_rng(11)
-    t = np.arange(5 * RATE_HZ) / RATE_HZ
-    return [
-        (0.1 * rng.standard_normal(RATE_HZ)).astype(np.float32),
-        (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
-        (0.2 * rng.standard_normal(10 * RATE_HZ)).astype(np.float32),
-    ]
-
-
-WINDOWS = _windows()
+WINDOWS = model_windows()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from monitor.search.scan import SourceScores, score_chunks, text_scorer
 from tests.support.history import T0, unit_rows, windows_of, write_history
 
 DIM = 16
+SHARE = 8  # rows per process: the fixture's 113 rows are shared by up to 3
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_every_window_is_scored_once_in_time_order_whatever_the_processes(
     history: Path, jobs: int
 ) -> None:
     scorer = text_scorer(("a", "b", "c"), texts(), False, 1.0)
-    got = scan_history(history, scorer, jobs=jobs)
+    got = scan_history(history, scorer, jobs=jobs, min_chunks_per_job=SHARE)
     assert [s.windows for s in got] == [1200, 600]
     assert all(np.all(np.diff(s.start_s) > 0) for s in got)
     assert_same(got, serial(history))
@@ -70,17 +71,17 @@ def test_a_range_cut_inside_rows_and_a_source_filter_give_the_serial_scan_s_wind
     since = T0.timestamp() + 100.5  # inside a row of 16 windows
     until = T0.timestamp() + 1000.5
     scorer = text_scorer(("a", "b", "c"), texts(), False, 1.0)
-    got = scan_history(history, scorer, since, until, jobs=2)
+    got = scan_history(history, scorer, since, until, jobs=2, min_chunks_per_job=SHARE)
     kitchen = got[0]
     assert kitchen.start_s[0] == since + 0.5 and kitchen.start_s[-1] == until - 0.5
     assert_same(got, serial(history, since_s=since, until_s=until))
-    porch = scan_history(history, scorer, since, until, "porch", jobs=2)
+    porch = scan_history(history, scorer, since, until, "porch", 2, SHARE)
     assert_same(porch, serial(history, since_s=since, until_s=until, source="porch"))
 
 
 def test_softmax_scores_are_computed_over_the_merged_windows(history: Path) -> None:
     scorer = text_scorer(("a", "b", "c"), texts(), True, 100.0)
-    got = scan_history(history, scorer, jobs=2)
+    got = scan_history(history, scorer, jobs=2, min_chunks_per_job=SHARE)
     assert all(np.allclose(s.scores.sum(axis=1), 1.0, atol=1e-5) for s in got)
     store = HistoryStore.open_existing(history)
     try:
@@ -92,7 +93,7 @@ def test_softmax_scores_are_computed_over_the_merged_windows(history: Path) -> N
 
 def test_spans_share_the_rows_evenly_and_cover_every_start() -> None:
     starts = np.arange(1000, dtype=np.float64)
-    spans = parallel._spans(starts, 4)
+    spans = parallel._spans(starts, 4, 100)
     assert len(spans) == 4
     assert spans[0][0] == -np.inf and spans[-1][1] == np.inf
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
@@ -103,4 +104,5 @@ def test_spans_share_the_rows_evenly_and_cover_every_start() -> None:
 def test_a_small_range_is_scanned_in_this_process() -> None:
     few = np.arange(parallel.MIN_CHUNKS_PER_JOB * 2 - 1, dtype=np.float64)
     assert parallel._spans(few, 4) == [(-np.inf, np.inf)]
+    assert len(parallel._spans(np.arange(parallel.MIN_CHUNKS_PER_JOB * 2.0), 4)) == 2
     assert parallel._spans(np.arange(1000, dtype=np.float64), 1) == [(-np.inf, np.inf)]

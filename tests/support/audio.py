@@ -64,3 +64,15 @@ def write_clip(
     """Write `signal` as an audio file (format from the suffix or `soundfile_options`)."""
     sf.write(path, signal(seconds, rate_hz, channels), rate_hz, **soundfile_options)
     return path
+
+
+def model_windows(rate_hz: int = 48000) -> list[np.ndarray]:
+    """Three windows of different lengths and kinds for comparing backends: 1 s of noise, a
+    5 s tone, 10 s (the tower's full window) of louder noise."""
+    rng = np.random.default_rng(11)
+    t = np.arange(5 * rate_hz) / rate_hz
+    return [
+        (0.1 * rng.standard_normal(rate_hz)).astype(np.float32),
+        (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
+        (0.2 * rng.standard_normal(10 * rate_hz)).astype(np.float32),
+    ]
