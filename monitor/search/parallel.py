@@ -24,7 +24,8 @@ from monitor.search.scan import (
 )
 
 # Rows (256 windows each) a process must get to be worth its fork, start-up and hand-back
-# (docs/PERFORMANCE.md: break-even near 500 rows for two processes on 2 cores).
+# (docs/PERFORMANCE.md: two processes on 2 quiet cores break even near 340 rows, and on busy
+# ones not before 2,000: 256 each keeps short searches in one process).
 MIN_CHUNKS_PER_JOB = 256
 # Beyond a few cores the scan waits on memory, not on arithmetic.
 MAX_JOBS = 4
