@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from monitor.audio.source import SourceStats
+from monitor.clips.recorder import ClipStats
+from monitor.history.writer import WriterStats
 from monitor.outputs.sink import DeliveryStats, HealthReport, SourceHealth
 from monitor.pipeline.worker import WorkerStats
 
@@ -59,6 +61,8 @@ class Snapshot:
     worker: WorkerStats  # every source together
     sources: tuple[SourceSnapshot, ...]
     delivery: DeliveryStats | None  # None when no output talks to a broker
+    clips: ClipStats | None = None  # None when clips are off
+    history: WriterStats | None = None  # None when history is off
 
     @property
     def lost_frames(self) -> int:
@@ -71,6 +75,25 @@ class Snapshot:
     @property
     def input_overflows(self) -> int:
         return sum(s.source.overflows for s in self.sources)
+
+    def storage_counters(self) -> dict[str, int]:
+        """Clips' and history's counters, for the sections that are on."""
+        out: dict[str, int] = {}
+        if self.clips is not None:
+            c = self.clips
+            out |= {
+                "clips_written": c.written,
+                "clips_failed": c.failed,
+                "clips_deleted": c.deleted,
+            }
+        if self.history is not None:
+            h = self.history
+            out |= {
+                "history_windows_written": h.windows_written,
+                "history_windows_dropped": h.windows_dropped,
+                "history_windows_deleted": h.windows_deleted,
+            }
+        return out
 
     def status_text(self) -> str:
         w = self.worker
@@ -95,6 +118,11 @@ class Snapshot:
         if d is not None:
             parts.append(f"mqtt={'up' if d.connected else 'down'}")
             parts.append(f"outbox={d.pending} outbox_dropped={d.dropped}")
+        if self.clips is not None:
+            parts.append(f"clips={self.clips.written} clips_failed={self.clips.failed}")
+        if self.history is not None:
+            h = self.history
+            parts.append(f"history={h.windows_written} history_dropped={h.windows_dropped}")
         return " ".join(parts)
 
     def report(self, now: datetime | None = None) -> HealthReport:
@@ -106,6 +134,7 @@ class Snapshot:
             ),
             "outbox_pending": d.pending if d is not None else 0,
             "outbox_dropped": d.dropped if d is not None else 0,
+            **self.storage_counters(),
         }
         return HealthReport(
             self.state,

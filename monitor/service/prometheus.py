@@ -159,6 +159,44 @@ def families(reading: MetricsReading) -> list[Metric]:
         dropped = counter("mqtt_outbox_dropped", "Messages given up on (outbox full).", [])
         dropped.add_metric([], d.dropped)
         out += [connected, pending, dropped]
+    if snap.clips is not None:  # only with clips on
+        c = snap.clips
+        for name, doc, count in (
+            ("clips_written", "Event clips written with their sidecars.", c.written),
+            ("clips_failed", "Event clips that could not be written (disk full, ...).", c.failed),
+            ("clips_deleted", "Clips removed by retention (size or age).", c.deleted),
+        ):
+            family = counter(name, doc, [])
+            family.add_metric([], count)
+            out.append(family)
+        clip_pending = GaugeMetricFamily(
+            f"{PREFIX}_clips_pending", "Events whose clip is being recorded now."
+        )
+        clip_pending.add_metric([], c.pending)
+        failing = GaugeMetricFamily(
+            f"{PREFIX}_clips_failing", "1 while clips cannot be written (detections go on)."
+        )
+        failing.add_metric([], 1.0 if c.failing else 0.0)
+        out += [clip_pending, failing]
+    if snap.history is not None:  # only with history on
+        kept = snap.history
+        for name, doc, count in (
+            ("history_windows_written", "Window embeddings kept in history.", kept.windows_written),
+            (
+                "history_windows_dropped",
+                "Window embeddings not kept: the history writer fell behind.",
+                kept.windows_dropped,
+            ),
+            ("history_windows_deleted", "Windows removed by retention.", kept.windows_deleted),
+        ):
+            family = counter(name, doc, [])
+            family.add_metric([], count)
+            out.append(family)
+        ok = GaugeMetricFamily(
+            f"{PREFIX}_history_ok", "1 while history is written; 0 after a database error."
+        )
+        ok.add_metric([], 1.0 if kept.error is None else 0.0)
+        out.append(ok)
     return out
 
 

@@ -342,6 +342,8 @@ class Supervisor:
             worker=worker.stats(),
             sources=sources,
             delivery=self.pipeline.outputs.delivery(),
+            clips=None if self.pipeline.clips is None else self.pipeline.clips.stats(),
+            history=None if self.pipeline.history is None else self.pipeline.history.stats(),
         )
 
     def shutdown(self, deadline: float) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 from monitor.audio.source import SourceStats
+from monitor.clips.recorder import ClipStats
+from monitor.history.writer import WriterStats
 from monitor.outputs.sink import DeliveryStats
 from monitor.pipeline.worker import WorkerStats
 from monitor.service.health import Snapshot, SourceSnapshot
@@ -59,6 +62,28 @@ def test_report_keeps_the_health_payload_fields() -> None:
     assert list(report.counters) == list(expected)  # the payload's order
     off = snapshot(None).report(T)
     assert (off.counters["outbox_pending"], off.counters["outbox_dropped"]) == (0, 0)
+
+
+def test_clips_and_history_counters_follow_the_outbox_only_when_they_are_on() -> None:
+    snap = dataclasses.replace(
+        snapshot(None),
+        clips=ClipStats(written=5, failed=2, pending=1, deleted=3, failing=False),
+        history=WriterStats(900, 4, 60, 0.2, None),
+    )
+    counters = snap.report(T).counters
+    assert list(counters)[-8:] == [
+        "outbox_pending",
+        "outbox_dropped",
+        "clips_written",
+        "clips_failed",
+        "clips_deleted",
+        "history_windows_written",
+        "history_windows_dropped",
+        "history_windows_deleted",
+    ]
+    assert [counters[k] for k in list(counters)[-6:]] == [5, 2, 3, 900, 4, 60]
+    assert snap.status_text().endswith("clips=5 clips_failed=2 history=900 history_dropped=4")
+    assert "clips" not in snapshot(None).status_text()
 
 
 def test_status_line_names_the_broker_only_when_there_is_one() -> None:

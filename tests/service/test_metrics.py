@@ -113,10 +113,13 @@ class EventLog:
         )
 
 
-def make_config(tmp_path: Path, port: int, enabled: bool = True) -> Config:
+def make_config(
+    tmp_path: Path, port: int, enabled: bool = True, **sections: dict[str, object]
+) -> Config:
     clip = write_clip(tmp_path / "kitchen.wav", 6.0, 16000, 1)
     return Config.model_validate(
         {
+            **sections,
             # The runner is handed in: the name is only shown.
             "model": {"precision": "fp32", "name": "tiny"},
             "sources": [{"type": "file", "id": "kitchen", "path": str(clip), "loop": True}],
@@ -239,6 +242,53 @@ def test_metrics_scraped_from_a_run_agree_with_the_health_counters(
     assert value(samples(scrape(port)), "audio_monitor_windows_scored_total", source="kitchen") > 0
     rerun.stop()
     assert rerun.code == 0 and rerun.error is None
+
+
+def test_clip_and_history_series_are_the_health_snapshot_s(
+    tmp_path: Path, runner: ClapRunner, daemons: list[Running]
+) -> None:
+    port = free_port()
+    model = HeldModel(runner)
+    config = make_config(
+        tmp_path,
+        port,
+        clips={"enabled": True, "directory": str(tmp_path / "clips"), "format": "wav"},
+        history={"enabled": True, "path": str(tmp_path / "history.sqlite3")},
+    )
+    daemon = Daemon(config, model_loader=lambda _cfg: model)
+    daemons.append(run := Running(daemon))
+    # The smoke alarm fires from the first window and its event stays open (cooldown): its
+    # clip is being recorded.
+    wait_until(
+        lambda: (s := daemon.snapshot()) is not None and s.clips is not None and s.clips.pending,
+        "a clip being recorded",
+        60,
+    )
+    model.open.clear()
+    assert model.waiting.wait(30)
+    try:
+        found = samples(scrape(port))
+        snap = daemon.snapshot()
+        assert snap is not None and snap.clips is not None and snap.history is not None
+        assert value(found, "audio_monitor_clips_pending") == snap.clips.pending == 1
+        assert value(found, "audio_monitor_clips_written_total") == snap.clips.written
+        assert value(found, "audio_monitor_clips_failing") == 0
+        written = value(found, "audio_monitor_history_windows_written_total")
+        assert written == snap.history.windows_written
+        assert value(found, "audio_monitor_history_ok") == 1
+        counters = snap.report().counters
+        assert counters["clips_written"] == snap.clips.written
+        assert counters["history_windows_written"] == written
+    finally:
+        model.open.set()
+    run.stop()
+    assert run.code == 0 and run.error is None
+    # At shutdown the open event ended and its clip was written; the history kept every
+    # window scored.
+    final = daemon.snapshot()
+    assert final is not None and final.clips is not None and final.history is not None
+    assert final.clips.written == 1 and final.clips.failed == 0
+    assert final.history.windows_written == final.worker.windows_scored > 0
 
 
 def test_disabled_metrics_start_no_server(

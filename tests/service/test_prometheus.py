@@ -11,7 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.audio.source import SourceStats
+from monitor.clips.recorder import ClipStats
 from monitor.config import MetricsConfig
+from monitor.history.writer import WriterStats
 from monitor.outputs.sink import DeliveryStats
 from monitor.pipeline.worker import WorkerStats
 from monitor.service.health import HEALTH_DEGRADED, HEALTH_OK, Snapshot, SourceSnapshot
@@ -40,7 +42,11 @@ def worker_stats(base: int, level_dbfs: float) -> WorkerStats:
     )
 
 
-def reading(delivery: DeliveryStats | None = None) -> MetricsReading:
+def reading(
+    delivery: DeliveryStats | None = None,
+    clips: ClipStats | None = None,
+    history: WriterStats | None = None,
+) -> MetricsReading:
     kitchen = SourceSnapshot(
         "kitchen", HEALTH_OK, "", SourceStats(50, 8000, 2, None), worker_stats(10, -23.5), 7, 0
     )
@@ -54,7 +60,13 @@ def reading(delivery: DeliveryStats | None = None) -> MetricsReading:
         3,
     )
     snap = Snapshot(
-        HEALTH_DEGRADED, "porch: no audio", worker_stats(110, -23.5), (kitchen, porch), delivery
+        HEALTH_DEGRADED,
+        "porch: no audio",
+        worker_stats(110, -23.5),
+        (kitchen, porch),
+        delivery,
+        clips,
+        history,
     )
     return MetricsReading(
         snapshot=snap,
@@ -133,6 +145,30 @@ def test_every_series_of_a_constructed_snapshot() -> None:
     assert value(found, "audio_monitor_mqtt_connected") == 1
     assert value(found, "audio_monitor_mqtt_outbox_pending") == 3
     assert value(found, "audio_monitor_mqtt_outbox_dropped_total") == 4
+
+
+def test_clips_and_history_have_their_series_only_when_they_are_on() -> None:
+    clips = ClipStats(written=5, failed=2, pending=1, deleted=3, failing=True)
+    history = WriterStats(
+        windows_written=900, windows_dropped=4, windows_deleted=60, write_seconds=0.2, error=None
+    )
+    text = render(reading(clips=clips, history=history))
+    found = samples(text)
+    assert value(found, "audio_monitor_clips_written_total") == 5
+    assert value(found, "audio_monitor_clips_failed_total") == 2
+    assert value(found, "audio_monitor_clips_deleted_total") == 3
+    assert value(found, "audio_monitor_clips_pending") == 1
+    assert value(found, "audio_monitor_clips_failing") == 1
+    assert value(found, "audio_monitor_history_windows_written_total") == 900
+    assert value(found, "audio_monitor_history_windows_dropped_total") == 4
+    assert value(found, "audio_monitor_history_windows_deleted_total") == 60
+    assert value(found, "audio_monitor_history_ok") == 1
+    assert types(text)["audio_monitor_clips_written"] == "counter"
+    assert types(text)["audio_monitor_clips_pending"] == "gauge"
+    broken = WriterStats(900, 4, 60, 0.2, error="database disk image is malformed")
+    assert value(samples(render(reading(history=broken))), "audio_monitor_history_ok") == 0
+    off = render(reading())
+    assert "audio_monitor_clips" not in off and "audio_monitor_history" not in off
 
 
 def test_every_scored_label_has_its_series_from_zero_and_removed_ones_keep_theirs() -> None:
