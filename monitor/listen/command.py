@@ -103,10 +103,11 @@ def listen_config(args: argparse.Namespace, config: Config | None) -> Config:
 class TerminalView(Sink):
     """An output that draws the latest scores of every source on a terminal.
 
-    The worker only records each window's top labels (publish_scores); a thread of its own
-    writes, at most every `interval_seconds`, so a slow or paused terminal never holds up
-    scoring. On a terminal the lines are redrawn in place; otherwise each update is one plain
-    line per source, for a pipe or a log. `on_closed` hears when `out` cannot be written any
+    The worker only keeps each source's latest scores (publish_scores); a thread of its own
+    ranks them and writes, at most every `interval_seconds`, so neither the drawing nor a slow
+    or paused terminal holds up scoring, and windows scored between two draws cost nothing.
+    On a terminal the lines are redrawn in place; otherwise each update is one plain line per
+    source, for a pipe or a log. `on_closed` hears when `out` cannot be written any
     more (the terminal closed, the reader of the pipe gone).
     """
 
@@ -132,6 +133,7 @@ class TerminalView(Sink):
         self.terminal_size = terminal_size
         self.on_closed = on_closed
         self._latest = {source_id: SourceView(source_id) for source_id in source_ids}
+        self._pending: dict[str, Sequence[Scores]] = {}  # scored since the last draw
         self._changed: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -160,11 +162,11 @@ class TerminalView(Sink):
     def publish_scores(self, scores: Sequence[Scores]) -> None:
         if not scores:
             return
-        shown = source_view(scores, self.top_k)
+        source_id = scores[0].window.source_id
         with self._lock:
-            self._latest[shown.source_id] = shown
-            if shown.source_id not in self._changed:
-                self._changed.append(shown.source_id)
+            self._pending[source_id] = scores
+            if source_id not in self._changed:
+                self._changed.append(source_id)
         self._wake.set()
 
     def stop(self, timeout_seconds: float) -> None:
@@ -184,21 +186,28 @@ class TerminalView(Sink):
             self._draw()
             self._stopping.wait(self.interval_seconds)
 
+    def _take_changed(self) -> list[SourceView]:
+        """The sources scored since the last draw, ranked now (on this thread), in the order
+        they changed; _latest holds every source's view."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            changed, self._changed = self._changed, []
+        for source_id, scores in pending.items():
+            self._latest[source_id] = source_view(scores, self.top_k)
+        return [self._latest[source_id] for source_id in changed]
+
     def _draw(self) -> None:
         if self.tty:
             self._write(self._screen())
             return
-        with self._lock:
-            changed = [self._latest[source_id] for source_id in self._changed]
-            self._changed.clear()
+        changed = self._take_changed()
         if changed:
             self._write("".join(render_plain(source) + "\n" for source in changed))
 
     def _screen(self) -> str:
         """The whole view, starting where the previous one started (over it)."""
-        with self._lock:
-            view = View(self.title, tuple(self._latest.values()))
-            self._changed.clear()
+        self._take_changed()
+        view = View(self.title, tuple(self._latest.values()))
         columns, rows = self.terminal_size()
         lines = render(view, max(1, columns))[: max(1, rows - 1)]
         # Back to the first line drawn last time, clear from there down, draw again. A ^C

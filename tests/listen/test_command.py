@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from monitor.cli import build_parser
 from monitor.config import Config, load_config
 from monitor.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from monitor.listen import command
 from monitor.listen.command import TerminalView, listen_config
 from tests.support.audio import write_clip
 from tests.support.processes import REPO_ROOT, monitor_command
@@ -182,6 +184,30 @@ def test_redraws_are_throttled_and_the_latest_scores_win() -> None:
         shown.stop(2.0)
     assert out.getvalue().count("title") <= 4  # start, at most two redraws, stop
     assert "dog  0.190" in out.getvalue().split("\r")[-1]
+
+
+def test_the_worker_only_hands_scores_over_and_the_ranking_is_done_when_drawing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ranked: list[str] = []
+    real = command.source_view
+
+    def counting(scores: Any, top_k: int) -> Any:
+        ranked.append(threading.current_thread().name)
+        return real(scores, top_k)
+
+    monkeypatch.setattr(command, "source_view", counting)
+    out = io.StringIO()
+    shown = view(out, tty=False, interval_seconds=0.5)
+    shown.start()
+    try:
+        for step in range(50):  # the worker's side: 50 windows between two draws
+            shown.publish_scores(window_scores("garden", {"pets": {"dog": step / 100}}))
+        assert not ranked or set(ranked) == {"listen-view"}
+    finally:
+        shown.stop(2.0)
+    assert len(ranked) <= 3  # once per draw (at most two in the half second, one at stop)
+    assert out.getvalue().splitlines()[-1].endswith("pets: dog 0.490")
 
 
 def test_without_a_terminal_each_update_is_one_plain_line() -> None:
