@@ -161,42 +161,50 @@ def families(reading: MetricsReading) -> list[Metric]:
         out += [connected, pending, dropped]
     if snap.clips is not None:  # only with clips on
         c = snap.clips
-        for name, doc, count in (
-            ("clips_written", "Event clips written with their sidecars.", c.written),
-            ("clips_failed", "Event clips that could not be written (disk full, ...).", c.failed),
-            ("clips_deleted", "Clips removed by retention (size or age).", c.deleted),
-        ):
-            family = counter(name, doc, [])
-            family.add_metric([], count)
-            out.append(family)
-        clip_pending = GaugeMetricFamily(
-            f"{PREFIX}_clips_pending", "Events whose clip is being recorded now."
+        out += _unlabelled(
+            ("clips_written", "counter", "Event clips written with their sidecars.", c.written),
+            ("clips_failed", "counter", "Clips that could not be written (disk full).", c.failed),
+            ("clips_deleted", "counter", "Clips removed by retention (size or age).", c.deleted),
+            ("clips_pending", "gauge", "Events whose clip is being recorded now.", c.pending),
+            ("clips_failing", "gauge", "1 while clips cannot be written.", int(c.failing)),
         )
-        clip_pending.add_metric([], c.pending)
-        failing = GaugeMetricFamily(
-            f"{PREFIX}_clips_failing", "1 while clips cannot be written (detections go on)."
-        )
-        failing.add_metric([], 1.0 if c.failing else 0.0)
-        out += [clip_pending, failing]
     if snap.history is not None:  # only with history on
         kept = snap.history
-        for name, doc, count in (
-            ("history_windows_written", "Window embeddings kept in history.", kept.windows_written),
+        out += _unlabelled(
+            ("history_windows_written", "counter", "Windows kept.", kept.windows_written),
             (
                 "history_windows_dropped",
-                "Window embeddings not kept: the history writer fell behind.",
+                "counter",
+                "Windows not kept: the history writer fell behind.",
                 kept.windows_dropped,
             ),
-            ("history_windows_deleted", "Windows removed by retention.", kept.windows_deleted),
-        ):
-            family = counter(name, doc, [])
-            family.add_metric([], count)
-            out.append(family)
-        ok = GaugeMetricFamily(
-            f"{PREFIX}_history_ok", "1 while history is written; 0 after a database error."
+            (
+                "history_windows_deleted",
+                "counter",
+                "Windows retention removed.",
+                kept.windows_deleted,
+            ),
+            (
+                "history_ok",
+                "gauge",
+                "1 while history is written; 0 after a database error.",
+                int(kept.error is None),
+            ),
         )
-        ok.add_metric([], 1.0 if kept.error is None else 0.0)
-        out.append(ok)
+    return out
+
+
+def _unlabelled(*series: tuple[str, str, str, int]) -> list[Metric]:
+    """One family per (name, "counter" or "gauge", help, value), without labels."""
+    out: list[Metric] = []
+    for name, kind, doc, number in series:
+        family: Metric
+        if kind == "counter":
+            family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=[])
+        else:
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=[])
+        family.add_metric([], number)
+        out.append(family)
     return out
 
 
