@@ -46,13 +46,6 @@ class OpenVinoClapRunner(ExportedTowerRunner):
         super().__init__(model_id, "openvino", "cpu", infer, loaded, max_batch=max_batch)
 
 
-def openvino_available() -> bool:
-    """Whether openvino can be imported here (checked without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("openvino") is not None
-
-
 def _compiled(path: Path, cfg: ModelConfig) -> Any:
     import openvino as ov
 
