@@ -20,6 +20,7 @@ from monitor.search.scan import (
     cosines_of,
     merged,
     scaled_prompts,
+    score_chunks,
     scores_of,
 )
 
@@ -54,17 +55,14 @@ def scan_history(
 
     The scan is one serial pass of memory-bound numpy calls on each 256-window row, and the
     GIL is held between them: threads do not overlap it, processes do (docs/PERFORMANCE.md)."""
-    prompts = scaled_prompts(scorer)
     store = HistoryStore.open_existing(path)
     try:
         spans = _spans(store.chunk_starts(since_s, until_s, source), jobs, min_chunks_per_job)
         if len(spans) == 1:
-            return scores_of(
-                cosines_of(store.chunks(since_s, until_s, source), prompts, since_s, until_s),
-                scorer,
-            )
+            return score_chunks(store.chunks(since_s, until_s, source), scorer, since_s, until_s)
     finally:
         store.close()
+    prompts = scaled_prompts(scorer)
     # Forked, the workers start in milliseconds with numpy loaded; spawned, each would import
     # it again (about 0.2 s, most of what they save).
     context = multiprocessing.get_context("fork")
