@@ -148,17 +148,16 @@ def families(reading: MetricsReading) -> list[Metric]:
     ]
     d = snap.delivery
     if d is not None:  # only with an output that talks to a broker
-        connected = GaugeMetricFamily(
-            f"{PREFIX}_mqtt_connected", "1 while connected to the MQTT broker."
+        out += _unlabelled(
+            ("mqtt_connected", "gauge", "1 while connected to the MQTT broker.", int(d.connected)),
+            (
+                "mqtt_outbox_pending",
+                "gauge",
+                "Messages waiting for the broker's acknowledgement.",
+                d.pending,
+            ),
+            ("mqtt_outbox_dropped", "counter", "Messages given up on (outbox full).", d.dropped),
         )
-        connected.add_metric([], 1.0 if d.connected else 0.0)
-        pending = GaugeMetricFamily(
-            f"{PREFIX}_mqtt_outbox_pending", "Messages waiting for the broker's acknowledgement."
-        )
-        pending.add_metric([], d.pending)
-        dropped = counter("mqtt_outbox_dropped", "Messages given up on (outbox full).", [])
-        dropped.add_metric([], d.dropped)
-        out += [connected, pending, dropped]
     if snap.clips is not None:  # only with clips on
         c = snap.clips
         out += _unlabelled(
