@@ -25,6 +25,7 @@ from monitor.outputs.mqtt.publisher import MqttPublisher
 from tests.support.broker import Broker, ReceivedMessage, Subscriber, read_retained
 from tests.support.child_publisher import CHILD_STATUS, ChildPublisher, child_settings
 from tests.support.mqtt import DATA, STATUS, make_config
+from tests.support.slow_link import slow_link
 from tests.support.waiting import WAIT_SECONDS, wait_until
 
 SECRET = "s3cret-Pa55word"
@@ -222,6 +223,44 @@ def test_clean_stop_delivers_queued_messages_and_retains_offline(
     publisher.stop()  # a second stop is a no-op
     publisher.publish(DATA, "after-stop", qos=1, retain=False)  # dropped, not raised
     assert publisher.stats().dropped == 1
+
+
+def test_stop_while_connecting_still_says_offline_and_delivers_what_was_queued(
+    mosquitto: Broker,
+    mqtt_subscriber: Callable[..., Subscriber],
+    make_publisher: Callable[..., MqttPublisher],
+) -> None:
+    # A service that fails at once (a source that refuses to start) stops its publisher
+    # while the first connection is still under way: what it queued must not be lost.
+    subscriber = mqtt_subscriber(mosquitto, "am-test/#")
+    with slow_link(mosquitto.port, delay_seconds=0.5) as link:
+        publisher = make_publisher(make_config(mosquitto, port=link.port))
+        publisher.start()
+        publisher.publish(DATA, "early", qos=1, retain=False)
+        publisher.publish("am-test/test/state", "ON", qos=1, retain=True)
+        assert not publisher.connected
+        publisher.stop(timeout_seconds=10.0)
+    stats = publisher.stats()
+    assert (stats.published, stats.acknowledged, stats.connects) == (2, 2, 1)
+    assert mosquitto.read_retained(STATUS) == "offline"
+    assert mosquitto.read_retained("am-test/test/state") == "ON"
+    wait_for_payloads(subscriber, {"early"})
+    # Connected while stopping: "online" is never said.
+    assert "online" not in subscriber.payloads(STATUS)
+
+
+def test_stop_while_connecting_is_bounded_by_its_timeout(
+    mosquitto: Broker, make_publisher: Callable[..., MqttPublisher]
+) -> None:
+    with slow_link(mosquitto.port, delay_seconds=30.0) as link:
+        publisher = make_publisher(make_config(mosquitto, port=link.port))
+        publisher.start()
+        began = time.monotonic()
+        publisher.stop(timeout_seconds=1.0)
+        stop_seconds = time.monotonic() - began
+    log.info("stop(timeout_seconds=1.0) on a link that never answers took %.2f s", stop_seconds)
+    assert stop_seconds <= 1.0 + 0.5
+    assert publisher.stats().connects == 0
 
 
 @pytest.mark.slow

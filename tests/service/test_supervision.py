@@ -29,6 +29,7 @@ from tests.support.audio import write_clip
 from tests.support.broker import Broker, Subscriber
 from tests.support.daemons import Running
 from tests.support.processes import monitor_command
+from tests.support.slow_link import slow_link
 from tests.support.waiting import wait_until
 
 RATE_HZ = 16000
@@ -305,13 +306,17 @@ def test_source_that_fails_to_start_exits_75_and_goes_offline(
     mqtt_subscriber: Callable[..., Subscriber],
 ) -> None:
     sub = mqtt_subscriber(mosquitto, "sup/#")
-    daemon = Daemon(
-        make_config(tiny_clap_dir, mosquitto),
-        source_factory=lambda _cfg: ScriptedSource(fail_start=True),
-        model_loader=lambda _cfg: tiny_runner,
-    )
-    with pytest.raises(SourceError, match="refuses to start"):
-        daemon.run()
+    # The source fails at once, so the service stops while its first MQTT connection is
+    # still under way; a slow link makes that certain, as a busy machine sometimes does.
+    with slow_link(mosquitto.port, delay_seconds=0.5) as link:
+        daemon = Daemon(
+            make_config(tiny_clap_dir, mosquitto, mqtt={"port": link.port}),
+            source_factory=lambda _cfg: ScriptedSource(fail_start=True),
+            model_loader=lambda _cfg: tiny_runner,
+        )
+        with pytest.raises(SourceError, match="refuses to start"):
+            daemon.run()
+    assert mosquitto.read_retained(f"{BASE}/status") == "offline"
     sub.wait_for(
         lambda ms: [m.payload for m in ms if m.topic == f"{BASE}/status"][-1:] == ["offline"],
         what="offline",

@@ -154,6 +154,9 @@ class MqttPublisher:
         # Leaf lock for counters and link state; nothing is called while it is held.
         self._state_lock = threading.Lock()
         self._connected = False
+        # A connection attempt is under way (from start() or paho's pre-connect until its
+        # outcome): stop() waits for it rather than dropping what was queued meanwhile.
+        self._attempt_open = False
         self._reachable_warning_logged = False
         self._last_refusal: str | None = None
         self._queue_full_logged = False
@@ -256,6 +259,8 @@ class MqttPublisher:
         # connect_async only records the target: DNS, TCP and CONNACK all happen on paho's
         # thread, which retries with backoff, so a missing broker never blocks start().
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_seconds)
+        with self._state_lock:
+            self._attempt_open = True
         client.loop_start()
         logger.info("MQTT: connecting to %s as %s in the background", self._where, self._client_id)
 
@@ -423,7 +428,10 @@ class MqttPublisher:
         deadline = time.monotonic() + timeout_seconds
         with self._publish_lock:
             self._stopping = True
-        was_connected = self.connected
+        # A stop soon after start (a source that refuses to start) often comes while the
+        # first connection is under way; waiting for it delivers "offline" and what was
+        # queued instead of losing them.
+        was_connected = self._await_open_attempt(deadline)
         self._publish_status(STATUS_OFFLINE)
         if was_connected:
             # Waiting makes no sense without a connection: nothing can be acknowledged.
@@ -477,6 +485,16 @@ class MqttPublisher:
         feeder.join(max(deadline - time.monotonic(), 0.5))
         if feeder.is_alive():
             logger.warning("MQTT: outbox thread did not stop in time")
+
+    def _await_open_attempt(self, deadline: float) -> bool:
+        """Whether connected, after waiting (until `deadline`) for an attempt under way."""
+        while True:
+            with self._state_lock:
+                if self._connected or not self._attempt_open:
+                    return self._connected
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
 
     def _publish_status(self, payload: str) -> None:
         client = self._client
@@ -547,6 +565,7 @@ class MqttPublisher:
         # paho's own doubling). Setting it here, assuming this attempt fails, gives exactly
         # one jittered, capped delay per failure; _on_connect resets it on success.
         with self._state_lock:
+            self._attempt_open = True
             self._connect_attempts += 1
             self._attempts_since_connect += 1
             self._attempt_times.append(time.monotonic())
@@ -564,6 +583,7 @@ class MqttPublisher:
         if reason_code.is_failure:
             refusal = str(reason_code)
             with self._state_lock:
+                self._attempt_open = False
                 repeated = refusal == self._last_refusal
                 self._last_refusal = refusal
             if repeated:
@@ -578,6 +598,7 @@ class MqttPublisher:
             return
         with self._state_lock:
             self._connected = True
+            self._attempt_open = False
             self._connects += 1
             self._attempts_since_connect = 0
             self._last_refusal = None
@@ -615,6 +636,7 @@ class MqttPublisher:
         with self._state_lock:
             was_connected = self._connected
             self._connected = False
+            self._attempt_open = False
             if was_connected:
                 self._disconnects += 1
                 # The warning below covers the failed reconnects that follow.
@@ -636,6 +658,7 @@ class MqttPublisher:
         error = sys.exc_info()[1]
         reason = str(error) if error is not None else "unknown error"
         with self._state_lock:
+            self._attempt_open = False
             first = not self._reachable_warning_logged
             self._reachable_warning_logged = True
             first_attempt_ever = self._connect_attempts == 1 and self._connects == 0
