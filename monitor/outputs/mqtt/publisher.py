@@ -415,7 +415,7 @@ class MqttPublisher:
                 return
 
     def stop(self, timeout_seconds: float = 2.0) -> None:
-        """Publish "offline", wait (bounded) for acknowledgements, close.
+        """Publish "offline", wait (bounded) for a connection under way and acknowledgements, close.
 
         What the broker has not acknowledged by then stays in the outbox for the next start.
         """
