@@ -4,6 +4,8 @@ bench."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import logging
 import os
 import sys
@@ -387,7 +389,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def _report_native_crashes() -> None:
+    """On a crash in native code (SIGSEGV, SIGABRT...), print every thread's Python stack.
+
+    A native library that aborts, in a worker or at interpreter exit, otherwise leaves one
+    line such as "terminate called without an active exception"; the stacks name the thread
+    and the library.
+    """
+    if faulthandler.is_enabled():
+        return  # PYTHONFAULTHANDLER=1, or pytest
+    with contextlib.suppress(ValueError, OSError):  # a stderr without a file descriptor
+        faulthandler.enable(all_threads=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _report_native_crashes()
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         _setup_logging("INFO")

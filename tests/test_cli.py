@@ -67,3 +67,31 @@ def test_check_config_does_not_import_the_heavy_libraries(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+
+
+def test_a_native_crash_after_a_command_prints_every_threads_python_stack(
+    tmp_path: Path,
+) -> None:
+    # The shape of an exit-time abort in a native library: the command has returned, a
+    # thread is still around, and the process dies of SIGABRT.
+    config = tmp_path / "config.yaml"
+    config.write_text((REPO / "configs" / "example.yaml").read_text())
+    script = (
+        "import os, sys, threading, time\n"
+        "from monitor.cli import main\n"
+        "assert main(['check-config', sys.argv[1]]) == 0\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='lingering', daemon=True).start()\n"
+        "os.abort()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == -6
+    assert "Fatal Python error: Aborted" in result.stderr
+    assert "Current thread" in result.stderr and "Thread 0x" in result.stderr
+    assert "in <module>" in result.stderr
