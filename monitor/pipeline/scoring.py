@@ -124,12 +124,10 @@ class LabelSetScorer:
         rank as in softmax mode even when every cosine is negative.
         """
         audio = audio_embeddings.astype(np.float32, copy=False)
-        background = (
-            audio @ self.background_embeddings.T
-            if self.background_embeddings.shape[0] > 0
-            else np.zeros((audio.shape[0], 0), dtype=np.float32)
+        # Without background prompts the product is (windows, 0), which score_cosines expects.
+        return self.score_cosines(
+            audio @ self.text_embeddings.T, audio @ self.background_embeddings.T
         )
-        return self.score_cosines(audio @ self.text_embeddings.T, background)
 
     def score_cosines(self, cos: np.ndarray, background_cos: np.ndarray) -> np.ndarray:
         """`score`, from the windows' cosines with the labels (windows, labels) and with the
